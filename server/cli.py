@@ -1,0 +1,62 @@
+"""`diffuserve` command line: one subcommand per module, imported only when used.
+
+Each command module defines `HELP`, `add_arguments(parser)` and `run(args) -> int | None`,
+so a command's heavy imports (torch, fastapi) cost nothing to the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "serve": "diffuserve.server.serve_cmd",
+    "generate": "diffuserve.engine.generate_cmd",
+    "chat": "diffuserve.clients.chat_cmd",
+    "bench": "diffuserve.clients.bench_cmd",
+    "bench-offline": "diffuserve.engine.bench_offline",
+    "bench-kernels": "diffuserve.kernels.bench",
+    "train-builtin": "diffuserve.engine.training.cli",
+    "eval-builtin": "diffuserve.engine.training.eval_cli",
+}
+
+SUMMARY = {
+    "serve": "run the OpenAI-compatible HTTP server",
+    "generate": "generate text for one prompt (offline)",
+    "chat": "interactive terminal chat against a server",
+    "bench": "load generator against an OpenAI-compatible endpoint",
+    "bench-offline": "offline engine benchmark against the reference sampler",
+    "bench-kernels": "micro-benchmark of the denoising kernels",
+    "train-builtin": "train the built-in model from the Python standard library",
+    "eval-builtin": "measure the built-in model (model card figures)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="diffuserve", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, summary in SUMMARY.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    # Only the chosen command's module is imported; its parser replaces the placeholder.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    if chosen is None:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[chosen])
+    sub.choices[chosen] = cmd_parser = argparse.ArgumentParser(
+        prog=f"diffuserve {chosen}", description=module.HELP
+    )
+    module.add_arguments(cmd_parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
