@@ -1,0 +1,103 @@
+"""Denoising kernels: per masked row, candidate token + confidence (`row_pass`); per sequence,
+the rows to commit, written into the canvas (`select_commit`).
+
+Dispatch: the Triton kernels for CUDA tensors when `triton` imports, the PyTorch reference
+otherwise. `DIFFUSERVE_KERNELS=torch|triton` forces one (triton on CPU tensors needs
+`TRITON_INTERPRET=1` set before triton is first imported). Triton is imported lazily, so the
+CPU path never loads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from .checks import KernelArgError, check_out, check_row_pass, check_select
+from .reference import row_pass_ref, select_commit_ref
+
+__all__ = ["KernelArgError", "backend_for", "row_pass", "select_commit", "row_pass_ref", "select_commit_ref"]
+
+
+@functools.cache
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:  # ImportError, or a broken install raising something else at import
+        return False
+    return True
+
+
+def backend_for(device: torch.device) -> str:
+    """'triton' or 'torch' for tensors on `device`, following DIFFUSERVE_KERNELS."""
+    forced = os.environ.get("DIFFUSERVE_KERNELS", "").strip().lower()
+    if forced not in ("", "auto", "torch", "triton"):
+        raise ValueError(f"DIFFUSERVE_KERNELS must be torch, triton or auto, got {forced!r}")
+    if forced == "torch":
+        return "torch"
+    if forced == "triton":
+        if not _triton_available():
+            raise RuntimeError("DIFFUSERVE_KERNELS=triton but triton does not import")
+        return "triton"
+    return "triton" if device.type == "cuda" and _triton_available() else "torch"
+
+
+def row_pass(
+    logits: torch.Tensor,
+    *,
+    temperature: torch.Tensor,
+    seed: torch.Tensor,
+    pos: torch.Tensor,
+    step: torch.Tensor,
+    bias_token: torch.Tensor,
+    bias_value: torch.Tensor,
+    suppress_ids: torch.Tensor,
+    suppress_row: torch.Tensor,
+    conf_block_ids: torch.Tensor,
+    conf_block_row: torch.Tensor,
+    random_conf: torch.Tensor,
+    out_token: torch.Tensor | None = None,
+    out_conf: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate token `(R,)` int64 and confidence `(R,)` float32 per row of logits `(R, V)`.
+
+    See `reference.row_pass_ref` for the exact semantics.
+    """
+    opts = dict(
+        temperature=temperature, seed=seed, pos=pos, step=step, bias_token=bias_token,
+        bias_value=bias_value, suppress_ids=suppress_ids, suppress_row=suppress_row,
+        conf_block_ids=conf_block_ids, conf_block_row=conf_block_row, random_conf=random_conf,
+    )  # fmt: skip
+    check_row_pass(logits, opts)
+    check_out("out_token", out_token, torch.int64, logits.shape[0], logits.device)
+    check_out("out_conf", out_conf, torch.float32, logits.shape[0], logits.device)
+    if backend_for(logits.device) == "triton":
+        from .triton_row import row_pass_triton
+
+        return row_pass_triton(logits, **opts, out_token=out_token, out_conf=out_conf)
+    return row_pass_ref(logits, **opts, out_token=out_token, out_conf=out_conf)
+
+
+def select_commit(
+    confidence: torch.Tensor,
+    offsets: torch.Tensor,
+    k: torch.Tensor,
+    threshold: torch.Tensor,
+    tokens: torch.Tensor,
+    canvas: torch.Tensor,
+    canvas_index: torch.Tensor,
+    out_committed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Committed mask `(R,)` bool; commits the chosen rows' tokens into `canvas` in place.
+
+    See `reference.select_commit_ref` for the exact semantics.
+    """
+    args = (confidence, offsets, k, threshold, tokens, canvas, canvas_index)
+    check_select(*args)
+    check_out("out_committed", out_committed, torch.bool, confidence.shape[0], confidence.device)
+    if backend_for(confidence.device) == "triton":
+        from .triton_select import select_commit_triton
+
+        return select_commit_triton(*args, out_committed=out_committed)
+    return select_commit_ref(*args, out_committed=out_committed)

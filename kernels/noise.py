@@ -63,3 +63,35 @@ def gumbel(seed: int, pos: torch.Tensor, step: torch.Tensor, vocab_size: int) ->
 def remask_scores(seed: int, pos: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """Uniform confidences `(N,)` for `random` remasking."""
     return uniform(seed, pos, step, torch.full_like(pos, REMASK_SALT))
+
+
+# Per-row versions: one seed per row (an int64 tensor), the same values as the scalar-seed
+# functions above for the same (seed, pos, step, idx). The batched samplers use these.
+
+
+def hash32_rows(seed: torch.Tensor, pos: torch.Tensor, step: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """`hash32` with a tensor of seeds in 0..2**63-1, broadcast against the counters."""
+    seed = seed.long()
+    seed_lo, seed_hi = seed & _M32, (seed >> 32) & _M32
+    h = fmix32(_mul32(pos.long() + 1, GOLDEN) ^ seed_lo)
+    h = fmix32(h ^ _mul32(step.long() + 1, C_STEP) ^ seed_hi)
+    return fmix32(h ^ _mul32(idx.long() + 1, C_VOCAB))
+
+
+def uniform_rows(
+    seed: torch.Tensor, pos: torch.Tensor, step: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
+    h = hash32_rows(seed, pos, step, idx)
+    return ((h >> 9).float() + 0.5) * (1.0 / 8388608.0)
+
+
+def gumbel_rows(seed: torch.Tensor, pos: torch.Tensor, step: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Gumbel noise `(N, V)` with one seed, answer position and step per row `(N,)`."""
+    idx = torch.arange(vocab_size, device=pos.device)[None, :]
+    u = uniform_rows(seed[:, None], pos.long()[:, None], step.long()[:, None], idx)
+    return -torch.log(-torch.log(u))
+
+
+def remask_scores_rows(seed: torch.Tensor, pos: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """`remask_scores` with one seed per row: `(N,)` float32."""
+    return uniform_rows(seed, pos, step, torch.full_like(pos, REMASK_SALT, dtype=torch.long))

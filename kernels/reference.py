@@ -1,0 +1,112 @@
+"""PyTorch reference of the denoising kernels: the CPU production path and the test oracle.
+
+`row_pass_ref` gives each masked row its candidate token and confidence; `select_commit_ref`
+picks, per sequence, the rows to commit and writes their tokens into the canvas. The Triton
+kernels in `triton_row.py` / `triton_select.py` compute the same functions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .noise import gumbel_rows, remask_scores_rows
+
+# Rows are processed in chunks of about this many logits, so the float32 copy and the int64
+# noise temporaries stay bounded (a 1024 x 155136 batch would otherwise need several GB).
+_CHUNK_ELEMS = 1 << 22
+
+
+def row_pass_ref(
+    logits: torch.Tensor,
+    *,
+    temperature: torch.Tensor,
+    seed: torch.Tensor,
+    pos: torch.Tensor,
+    step: torch.Tensor,
+    bias_token: torch.Tensor,
+    bias_value: torch.Tensor,
+    suppress_ids: torch.Tensor,
+    suppress_row: torch.Tensor,
+    conf_block_ids: torch.Tensor,
+    conf_block_row: torch.Tensor,
+    random_conf: torch.Tensor,
+    out_token: torch.Tensor | None = None,
+    out_conf: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate token `(R,)` int64 and confidence `(R,)` float32 for logits `(R, V)`.
+
+    biased = float32 logits + bias_value at bias_token (when >= 0), then suppress_ids -> -inf on
+    suppress_row rows. token = argmax(biased + temperature * gumbel(seed, pos, step)), lowest id on
+    ties (plain argmax at temperature 0). confidence = softmax(biased)[token], or the remask score
+    on random_conf rows; -inf when token is in conf_block_ids on conf_block_row rows.
+    """
+    n_rows, vocab = logits.shape
+    device = logits.device
+    token = out_token if out_token is not None else torch.empty(n_rows, dtype=torch.long, device=device)
+    conf = out_conf if out_conf is not None else torch.empty(n_rows, dtype=torch.float32, device=device)
+    chunk = max(1, _CHUNK_ELEMS // max(vocab, 1))
+    for start in range(0, n_rows, chunk):
+        rows = slice(start, min(start + chunk, n_rows))
+        # float32 copy (clone: .float() on a float32 view would alias the caller's logits)
+        x = logits[rows].to(torch.float32, copy=True)  # (r, V)
+        has_bias = bias_token[rows] >= 0
+        x.scatter_add_(
+            1,
+            bias_token[rows].clamp(min=0)[:, None],
+            torch.where(has_bias, bias_value[rows].float(), 0.0)[:, None],
+        )
+        if suppress_ids.numel():
+            x[:, suppress_ids] = torch.where(suppress_row[rows, None], float("-inf"), x[:, suppress_ids])
+        temp = temperature[rows].float()
+        if bool((temp > 0).any()):
+            noise = gumbel_rows(seed[rows], pos[rows], step[rows], vocab)  # (r, V)
+            cand = torch.argmax(x + temp[:, None] * noise, dim=1)
+        else:
+            cand = torch.argmax(x, dim=1)
+        # The sampler's formula: softmax over the un-noised, biased logits, read at the candidate.
+        c = torch.softmax(x, dim=1).gather(1, cand[:, None])[:, 0]
+        c = torch.where(random_conf[rows], remask_scores_rows(seed[rows], pos[rows], step[rows]), c)
+        if conf_block_ids.numel():
+            blocked = (cand[:, None] == conf_block_ids[None, :]).any(dim=1) & conf_block_row[rows]
+            c = torch.where(blocked, float("-inf"), c)
+        token[rows] = cand
+        conf[rows] = c
+    return token, conf
+
+
+def select_commit_ref(
+    confidence: torch.Tensor,
+    offsets: torch.Tensor,
+    k: torch.Tensor,
+    threshold: torch.Tensor,
+    tokens: torch.Tensor,
+    canvas: torch.Tensor,
+    canvas_index: torch.Tensor,
+    out_committed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Committed mask `(R,)` bool; writes tokens[i] to canvas[canvas_index[i]] for committed rows.
+
+    Rows of sequence b are offsets[b]:offsets[b+1]. Rank rows inside a sequence by confidence,
+    higher first, lower row index first on ties. threshold[b] >= 0: commit rank 0 and every row
+    with confidence >= threshold[b]; otherwise commit the k[b] best ranks.
+    """
+    n_rows = confidence.numel()
+    device = confidence.device
+    committed = (
+        out_committed if out_committed is not None else torch.empty(n_rows, dtype=torch.bool, device=device)
+    )
+    if n_rows == 0:
+        return committed
+    lengths = offsets[1:] - offsets[:-1]  # (B,)
+    seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=device), lengths, output_size=n_rows)
+    # Two stable sorts: by confidence (descending), then by sequence; ties keep row order.
+    order = torch.sort(confidence, descending=True, stable=True).indices
+    order = order[torch.sort(seq[order], stable=True).indices]
+    rank = torch.empty(n_rows, dtype=torch.long, device=device)
+    rank[order] = torch.arange(n_rows, device=device) - offsets[seq[order]]
+    thr = threshold[seq]
+    by_threshold = (confidence >= thr) | (rank == 0)
+    committed.copy_(torch.where(thr >= 0, by_threshold, rank < k[seq]))
+    # Rows not committed write the canvas's current value back: no host sync for a boolean index.
+    canvas[canvas_index] = torch.where(committed, tokens, canvas[canvas_index])
+    return committed
