@@ -1,0 +1,82 @@
+"""Triton selection pass: per sequence, the rows to commit, written into the canvas.
+
+One program per sequence. A row's rank is the number of rows of its sequence that beat it
+(higher confidence, or equal confidence and a lower row index); ranks are counted tile by
+tile, BLOCK x BLOCK comparisons at a time, so no sort and no host sync is needed and a
+sequence of any length works. Confidences must not be NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .checks import KernelArgError, check_out, check_select
+from .triton_row import _INTERPRET
+
+BLOCK = 32  # rows per tile (a block of 32 masks is one tile)
+
+
+@triton.jit
+def _select_kernel(
+    conf_ptr, offsets_ptr, k_ptr, thr_ptr, tokens_ptr, canvas_ptr, canvas_index_ptr, committed_ptr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    seq = tl.program_id(0)
+    lo = tl.load(offsets_ptr + seq)
+    hi = tl.load(offsets_ptr + seq + 1)
+    k = tl.load(k_ptr + seq)
+    thr = tl.load(thr_ptr + seq)
+    lanes = tl.arange(0, BLOCK)
+    for i0 in range(lo, hi, BLOCK):
+        i = i0 + lanes  # (BLOCK,) rows being ranked
+        in_i = i < hi
+        ci = tl.load(conf_ptr + i, mask=in_i, other=0.0)
+        rank = tl.zeros([BLOCK], tl.int64)
+        for j0 in range(lo, hi, BLOCK):
+            j = j0 + lanes  # (BLOCK,) rows they are compared with
+            cj = tl.load(conf_ptr + j, mask=j < hi, other=0.0)
+            beats = (cj[None, :] > ci[:, None]) | ((cj[None, :] == ci[:, None]) & (j[None, :] < i[:, None]))
+            beats = beats & (j < hi)[None, :]  # (BLOCK, BLOCK)
+            rank += tl.sum(beats.to(tl.int64), axis=1)
+        commit = tl.where(thr >= 0, (ci >= thr) | (rank == 0), rank < k)
+        tl.store(committed_ptr + i, commit.to(tl.int8), mask=in_i)
+        tok = tl.load(tokens_ptr + i, mask=in_i, other=0)
+        dest = tl.load(canvas_index_ptr + i, mask=in_i, other=0)
+        tl.store(canvas_ptr + dest, tok, mask=in_i & commit)
+
+
+def select_commit_triton(
+    confidence: torch.Tensor,
+    offsets: torch.Tensor,
+    k: torch.Tensor,
+    threshold: torch.Tensor,
+    tokens: torch.Tensor,
+    canvas: torch.Tensor,
+    canvas_index: torch.Tensor,
+    out_committed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Triton version of `reference.select_commit_ref` (same arguments, same results).
+
+    offsets must be non-decreasing with offsets[0] = 0 and offsets[-1] = rows, and canvas_index
+    must point inside the canvas: not checked here, since checking would sync with the GPU.
+    """
+    check_select(confidence, offsets, k, threshold, tokens, canvas, canvas_index)
+    n_rows = confidence.shape[0]
+    dev = confidence.device
+    check_out("out_committed", out_committed, torch.bool, n_rows, dev)
+    if dev.type != "cuda" and not _INTERPRET:
+        raise KernelArgError(f"Triton kernels need CUDA tensors (got {dev}) or TRITON_INTERPRET=1")
+    committed = (
+        out_committed if out_committed is not None else torch.empty(n_rows, dtype=torch.bool, device=dev)
+    )
+    n_seqs = offsets.shape[0] - 1
+    if n_rows == 0 or n_seqs == 0:
+        return committed
+    extra = {} if _INTERPRET else {"num_warps": 4}
+    _select_kernel[(n_seqs,)](
+        confidence, offsets, k, threshold, tokens, canvas, canvas_index, committed.view(torch.int8),
+        BLOCK=BLOCK, **extra,
+    )  # fmt: skip
+    return committed
