@@ -1,0 +1,149 @@
+"""`diffuserve serve`: the OpenAI-compatible HTTP server on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .app import create_app
+from .state import ServerSettings, ServerState
+
+HELP = (
+    "Serve a masked diffusion LM over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
+    "/v1/models), with /health, /ready and Prometheus /metrics. Without --model it serves the built-in model."
+)
+BUILTIN_NAME = "diffuserve-builtin"
+# argparse dest -> EngineConfig field (only flags given are passed, so defaults stay the engine's)
+ENGINE_FLAGS = {
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "kv_cache_memory": "kv_cache_memory",
+    "page_size": "kv_page_size",
+    "attention_backend": "attention_backend",
+}
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the built-in model)")
+    p.add_argument("--served-model-name", default=None,
+                   help=f"name clients pass as `model` (default: the folder name, or {BUILTIN_NAME})")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None,
+                   help="require `Authorization: Bearer KEY` on /v1/* (/health, /ready, /metrics stay open)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="answer 429 when this many requests already wait in the engine")
+    p.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="answer 413 above this body size")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds in-flight requests get to finish before they are aborted")
+    g = p.add_argument_group("engine")
+    g.add_argument("--max-num-seqs", type=int, default=None, help="sequences denoised together")
+    g.add_argument("--max-num-batched-tokens", type=int, default=None, help="query tokens per engine step")
+    g.add_argument("--kv-cache-memory", default=None,
+                   help="KV cache bytes, e.g. 512MiB or 4GiB (default: a share of free GPU memory; "
+                   "1 GiB on CPU)")
+    g.add_argument("--page-size", type=int, default=None, help="tokens per KV cache page")
+    g.add_argument("--attention-backend", default=None,
+                   choices=["auto", "torch", "flash_attn", "torch_varlen"])
+    g.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--mask-token-id", type=int, default=None, help="override the checkpoint's mask token id")
+    g.add_argument("--stop-token-ids", default=None,
+                   help="comma-separated stop token ids (replace the model's)")
+    g.add_argument("--think-end-text", default=None, help="override the '</think>' text of the think bias")
+
+
+def served_name(args: argparse.Namespace) -> str:
+    if args.served_model_name:
+        return args.served_model_name
+    if args.model is None:
+        return BUILTIN_NAME
+    path = Path(args.model)
+    return path.name if path.exists() else str(args.model)  # a hub id keeps its org/name
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from diffuserve.engine.engine_config import parse_bytes
+
+    given = {field: getattr(args, dest) for dest, field in ENGINE_FLAGS.items()
+             if getattr(args, dest, None) is not None}
+    if isinstance(given.get("kv_cache_memory"), str):
+        given["kv_cache_memory"] = parse_bytes(given["kv_cache_memory"])
+    return given
+
+
+def make_engine_factory(args: argparse.Namespace):
+    """A zero-argument callable that loads the model and builds the (not started) AsyncEngine."""
+    overrides: dict[str, Any] = {}
+    if args.mask_token_id is not None:
+        overrides["mask_token_id"] = args.mask_token_id
+    if args.stop_token_ids is not None:
+        overrides["stop_token_ids"] = [int(t) for t in args.stop_token_ids.split(",") if t.strip()]
+    if args.think_end_text is not None:
+        overrides["think_end_text"] = args.think_end_text
+    wanted = engine_kwargs(args)
+
+    def factory():
+        from diffuserve.engine.async_engine import AsyncEngine
+        from diffuserve.engine.engine_config import EngineConfig
+
+        return AsyncEngine.from_pretrained(
+            args.model, EngineConfig(**wanted), dtype=args.dtype, device=args.device, **overrides
+        )
+
+    return factory
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = ServerSettings(
+        served_model_name=served_name(args),
+        model_path=None if args.model is None else str(args.model),
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        shutdown_timeout_s=args.shutdown_timeout,
+    )
+    app = create_app(make_engine_factory(args), settings)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=logging.getLogger().getEffectiveLevel(),
+        # Backstop only: the engine aborts what is left after shutdown_timeout, which ends the streams.
+        timeout_graceful_shutdown=int(args.shutdown_timeout) + 10,
+        log_config=None,  # keep the CLI's logging format
+    )
+    server = GracefulServer(config, app.state.server_state)
+    log.info("serving %s on http://%s:%d", settings.served_model_name, args.host, args.port)
+    server.run()
+    return 1 if server.failed else 0
+
+
+class GracefulServer(uvicorn.Server):
+    """Starts the engine's graceful shutdown the moment SIGTERM/SIGINT arrives, in parallel with
+    uvicorn closing its sockets (uvicorn alone would first wait for open streams to end)."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState):
+        super().__init__(config)
+        self.state = state
+        self.failed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.state.on_fatal = self._fatal
+        await super().serve(sockets)
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.state.begin_shutdown)
+
+    def _fatal(self, message: str) -> None:
+        log.error("stopping: %s", message)
+        self.failed = True
+        self.should_exit = True

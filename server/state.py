@@ -1,0 +1,100 @@
+"""Server settings and the live state one app shares between its routes: the engine and its phase."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from diffuserve.engine.outputs import EngineStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    served_model_name: str
+    model_path: str | None = None  # shown as the model card's root
+    api_key: str | None = None  # None: no authentication
+    max_queue: int = 256  # 429 when the engine already has this many requests waiting
+    max_body_bytes: int = 4 * 2**20
+    retry_after_s: int = 1  # Retry-After on 429 and on 503 while loading
+    shutdown_timeout_s: float = 30.0  # in-flight requests get this long to finish on SIGTERM
+    default_chat_max_tokens: int = 512  # OpenAI chat default is "the rest of the context"; we cap it
+    default_completion_max_tokens: int = 16  # OpenAI's documented default for /v1/completions
+    max_prompts_times_n: int = 64  # /v1/completions: len(prompt list) * n
+
+
+class ServerState:
+    """Phase machine: loading -> ready -> shutting down. The engine loads in a daemon thread so
+    /health answers at once, /ready says 503 until the model is up, and SIGTERM never waits on a load."""
+
+    def __init__(self, engine_factory: Callable[[], Any], shutdown_timeout_s: float = 30.0):
+        self._factory = engine_factory
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.engine: Any = None  # AsyncEngine once loaded and started
+        self.load_error: str | None = None
+        self.shutting_down = False
+        self._shutdown_task: asyncio.Task | None = None
+        self.on_fatal: Callable[[str], None] | None = None  # serve_cmd stops the process on a failed load
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and not self.shutting_down and bool(self.engine.is_ready)
+
+    def stats(self) -> EngineStats | None:
+        return None if self.engine is None else self.engine.stats()
+
+    async def load(self, on_loaded: Callable[[Any], None]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def build() -> None:
+            try:
+                engine = self._factory()
+            except BaseException as e:  # noqa: BLE001 - reported to the loop, not lost in a thread
+                loop.call_soon_threadsafe(_settle, done, None, e)
+            else:
+                loop.call_soon_threadsafe(_settle, done, engine, None)
+
+        threading.Thread(target=build, name="diffuserve-load", daemon=True).start()
+        try:
+            engine = await done
+            if self.shutting_down:
+                return
+            on_loaded(engine)
+            await engine.start()
+            self.engine = engine
+            log.info("engine ready")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.exception("loading the model failed")
+            if self.on_fatal is not None:
+                self.on_fatal(self.load_error)
+
+    def begin_shutdown(self) -> asyncio.Task | None:
+        """Refuse new requests (503), let in-flight ones finish up to the timeout, abort the rest.
+        Idempotent; safe to call from SIGTERM handling and again from the lifespan."""
+        self.shutting_down = True
+        if self._shutdown_task is None and self.engine is not None:
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown_engine())
+        return self._shutdown_task
+
+    async def _shutdown_engine(self) -> None:
+        log.info("shutting down the engine (in-flight requests get %.0f s)", self.shutdown_timeout_s)
+        await self.engine.shutdown(timeout_s=self.shutdown_timeout_s)
+        log.info("engine stopped")
+
+
+def _settle(fut: asyncio.Future, value: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
