@@ -1,0 +1,78 @@
+"""Frozen engine configuration: batch limits, KV cache sizing, attention backend, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+AttentionBackendName = Literal["auto", "torch", "flash_attn", "torch_varlen"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 32  # running sequences per step
+    max_num_batched_tokens: int = 8192  # query tokens per step (all sequences together)
+    # A prompt longer than this is prefilled in chunks of this many tokens, one chunk per step.
+    # Chunk boundaries depend on the request alone, so a seeded request is reproducible under load.
+    prefill_chunk_size: int = 512
+    kv_page_size: int = 16  # tokens per KV page
+    # KV pool capacity: an explicit byte budget wins; otherwise a fraction of free GPU memory on
+    # CUDA, or `cpu_kv_cache_memory` bytes on the CPU.
+    kv_cache_memory: int | None = None
+    gpu_memory_fraction: float = 0.85
+    cpu_kv_cache_memory: int = 1 << 30
+    attention_backend: AttentionBackendName = "auto"
+    dtype: str = "auto"  # "auto": bfloat16 on CUDA, float32 on CPU
+    device: str = "auto"  # "auto": cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "prefill_chunk_size": self.prefill_chunk_size,
+            "kv_page_size": self.kv_page_size,
+        }
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise ValueError(f"EngineConfig.{name} must be >= 1, got {value}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory < 1:
+            raise ValueError(f"EngineConfig.kv_cache_memory must be a positive byte count, got "
+                             f"{self.kv_cache_memory}")
+        if not 0.0 < self.gpu_memory_fraction <= 1.0:
+            raise ValueError(f"EngineConfig.gpu_memory_fraction must be in (0, 1], got "
+                             f"{self.gpu_memory_fraction}")
+        if self.attention_backend not in ("auto", "torch", "flash_attn", "torch_varlen"):
+            raise ValueError(f"EngineConfig.attention_backend must be auto, torch, flash_attn or "
+                             f"torch_varlen, got {self.attention_backend!r}")
+
+    def replace(self, **changes) -> EngineConfig:
+        return replace(self, **changes)
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}; use float32, bfloat16 or float16")
+    return dtype
+
+
+def parse_bytes(text: str) -> int:
+    """'512MiB', '2GiB', '1e9' -> bytes (for --kv-cache-memory)."""
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
+    t = text.strip().lower()
+    for unit, factor in units.items():
+        if t.endswith(unit):
+            return int(float(t[: -len(unit)]) * factor)
+    return int(float(t))
