@@ -1,5 +1,6 @@
 """Shared fixtures of the client tests.
 
+`server_url`: the real `diffuserve serve` with the built-in model, once per session.
 `scripted_http`: a real HTTP peer on loopback that answers from a script: for retry and framing tests.
 
 Each entry of `script` is (status, headers, body bytes); requests consume entries in order
@@ -8,10 +9,20 @@ and the last one repeats. Requests seen are recorded (method, path, body, time).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -59,3 +70,51 @@ class ScriptedServer:
 @pytest.fixture
 def scripted_http() -> type[ScriptedServer]:
     return ScriptedServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(*args: str, ready_timeout: float = 180.0) -> Iterator[str]:
+    """`diffuserve serve` (built-in model) as a subprocess on a free loopback port; yields its URL."""
+    port = _free_port()
+    log = tempfile.NamedTemporaryFile(prefix="diffuserve-serve-", suffix=".log", delete=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diffuserve.server.cli", "serve", "--port", str(port), *args],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{Path(log.name).read_text()}")
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready in {ready_timeout} s:\n{Path(log.name).read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    with running_server("--max-queue", "64") as url:
+        yield url
