@@ -49,11 +49,14 @@ def _turns(stdin: TextIO, interactive: bool) -> Iterator[str]:
             yield line
 
 
-def stats_line(tokens: int | None, seconds: float, blocks_seen: int, diffusion: DiffusionStats | None) -> str:
+def stats_line(
+    usage: Usage | None, seconds: float, blocks_seen: int, diffusion: DiffusionStats | None
+) -> str:
     parts = []
-    if tokens is not None:
-        rate = tokens / seconds if seconds > 0 else 0.0
-        parts.append(f"{tokens} tokens in {seconds:.2f} s, {rate:.1f} tokens/s")
+    if usage is not None:
+        rate = usage.completion_tokens / seconds if seconds > 0 else 0.0
+        parts.append(f"{usage.completion_tokens} tokens in {seconds:.2f} s, {rate:.1f} tokens/s")
+        parts.append(f"prompt {usage.prompt_tokens} tokens")
     else:
         parts.append(f"{seconds:.2f} s (server sent no usage)")
     if diffusion is not None and diffusion.steps:
@@ -98,8 +101,7 @@ def chat_loop(client: DiffuserveClient, args: argparse.Namespace, stdin: TextIO,
             continue
         elapsed = time.perf_counter() - t0
         history.append({"role": "assistant", "content": "".join(answer)})
-        tokens = usage.completion_tokens if isinstance(usage, Usage) else None
-        print("\n" + stats_line(tokens, elapsed, blocks, diffusion), file=stdout, flush=True)
+        print("\n" + stats_line(usage, elapsed, blocks, diffusion), file=stdout, flush=True)
     return 1 if failures else 0
 
 

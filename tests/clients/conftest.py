@@ -82,6 +82,8 @@ def _free_port() -> int:
 def running_server(*args: str, ready_timeout: float = 180.0) -> Iterator[str]:
     """`diffuserve serve` (built-in model) as a subprocess on a free loopback port; yields its URL."""
     port = _free_port()
+    if os.environ.get("DIFFUSERVE_TEST_MODEL"):  # run the same tests against another checkpoint
+        args = ("--model", os.environ["DIFFUSERVE_TEST_MODEL"], *args)
     log = tempfile.NamedTemporaryFile(prefix="diffuserve-serve-", suffix=".log", delete=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(
@@ -116,5 +118,5 @@ def running_server(*args: str, ready_timeout: float = 180.0) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    with running_server("--max-queue", "64") as url:
+    with running_server("--api-key", "test-key", "--max-queue", "64") as url:
         yield url
