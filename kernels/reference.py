@@ -29,6 +29,44 @@ def softmax_at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return e.gather(1, index[:, None])[:, 0] / e.sum(dim=1)
 
 
+def row_chunk(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    seed: torch.Tensor,
+    pos: torch.Tensor,
+    step: torch.Tensor,
+    bias_token: torch.Tensor,
+    bias_value: torch.Tensor,
+    suppress_ids: torch.Tensor,
+    suppress_row: torch.Tensor,
+    conf_block_ids: torch.Tensor,
+    conf_block_row: torch.Tensor,
+    random_conf: torch.Tensor,
+    noisy: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`row_pass_ref` on all rows at once, with no host sync (so torch.compile takes it whole).
+
+    noisy=False skips the Gumbel noise: only right when every temperature is 0.
+    """
+    # float32 copy (a copy even for float32: the caller's logits are not modified)
+    x = logits.to(torch.float32, copy=True)  # (r, V)
+    has_bias = bias_token >= 0
+    x.scatter_add_(1, bias_token.clamp(min=0)[:, None], torch.where(has_bias, bias_value, 0.0)[:, None])
+    if suppress_ids.numel():
+        x[:, suppress_ids] = torch.where(suppress_row[:, None], float("-inf"), x[:, suppress_ids])
+    if noisy:
+        noise = gumbel_rows(seed, pos, step, x.shape[1])  # (r, V)
+        cand = torch.argmax(x + temperature[:, None] * noise, dim=1)
+    else:
+        cand = torch.argmax(x, dim=1)
+    conf = softmax_at(x, cand)
+    conf = torch.where(random_conf, remask_scores_rows(seed, pos, step), conf)
+    if conf_block_ids.numel():
+        blocked = (cand[:, None] == conf_block_ids[None, :]).any(dim=1) & conf_block_row
+        conf = torch.where(blocked, float("-inf"), conf)
+    return cand, conf
+
+
 def row_pass_ref(
     logits: torch.Tensor,
     *,
@@ -60,29 +98,12 @@ def row_pass_ref(
     chunk = max(1, _CHUNK_ELEMS // max(vocab, 1))
     for start in range(0, n_rows, chunk):
         rows = slice(start, min(start + chunk, n_rows))
-        # float32 copy (clone: .float() on a float32 view would alias the caller's logits)
-        x = logits[rows].to(torch.float32, copy=True)  # (r, V)
-        has_bias = bias_token[rows] >= 0
-        x.scatter_add_(
-            1,
-            bias_token[rows].clamp(min=0)[:, None],
-            torch.where(has_bias, bias_value[rows].float(), 0.0)[:, None],
-        )
-        if suppress_ids.numel():
-            x[:, suppress_ids] = torch.where(suppress_row[rows, None], float("-inf"), x[:, suppress_ids])
-        temp = temperature[rows].float()
-        if bool((temp > 0).any()):
-            noise = gumbel_rows(seed[rows], pos[rows], step[rows], vocab)  # (r, V)
-            cand = torch.argmax(x + temp[:, None] * noise, dim=1)
-        else:
-            cand = torch.argmax(x, dim=1)
-        c = softmax_at(x, cand)
-        c = torch.where(random_conf[rows], remask_scores_rows(seed[rows], pos[rows], step[rows]), c)
-        if conf_block_ids.numel():
-            blocked = (cand[:, None] == conf_block_ids[None, :]).any(dim=1) & conf_block_row[rows]
-            c = torch.where(blocked, float("-inf"), c)
-        token[rows] = cand
-        conf[rows] = c
+        noisy = bool((temperature[rows] > 0).any())  # host sync: skips the noise at temperature 0
+        token[rows], conf[rows] = row_chunk(
+            logits[rows], temperature[rows], seed[rows], pos[rows], step[rows], bias_token[rows],
+            bias_value[rows], suppress_ids, suppress_row[rows], conf_block_ids, conf_block_row[rows],
+            random_conf[rows], noisy=noisy,
+        )  # fmt: skip
     return token, conf
 
 
