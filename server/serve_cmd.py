@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,14 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         self.state.on_fatal = self._fatal
         await super().serve(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # The shutdown was graceful: exit with 0 rather than let uvicorn re-raise SIGTERM
+            # (which would report "killed by signal" to the supervisor).
+            self._captured_signals.clear()
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)

@@ -41,6 +41,7 @@ class DiffusionFields(BaseModel):
     )
     think_power: float | None = Field(None, gt=0.0, le=16.0)
     stop_token_ids: list[int] | None = Field(None, max_length=64, description="extra stop token ids")
+    ignore_eos: bool | None = Field(None, description="EOS logit -> -inf (LLaDA logits_eos_inf), as in vLLM")
 
 
 class SamplingRequest(DiffusionFields):

@@ -29,7 +29,8 @@ from .protocol import DiffusionFields, SamplingRequest, unsupported_fields
 
 log = logging.getLogger(__name__)
 
-DIFFUSION_KEYS = tuple(k for k in DiffusionFields.model_fields if k != "stop_token_ids")
+# Request fields passed to DiffusionParams under the same name.
+DIFFUSION_KEYS = tuple(k for k in DiffusionFields.model_fields if k not in ("stop_token_ids", "ignore_eos"))
 CLIENT_CLOSED = 499  # nginx's status for "client closed request", used as a metrics label only
 
 
@@ -87,6 +88,7 @@ class OpenAIServing:
             seed=req.seed,
             stop=tuple(req.stop_list()),
             stop_token_ids=tuple(req.stop_token_ids or ()),
+            suppress_eos=bool(req.ignore_eos),
             **extras,
         )
         try:

@@ -1,0 +1,118 @@
+"""The official `openai` client (and raw httpx SSE) against a real `diffuserve serve` process."""
+
+from __future__ import annotations
+
+import httpx
+from server_helpers import API_KEY, expected_model_name, parse_events, sse_events
+
+SMALL = {"block_length": 8, "ignore_eos": True}  # ignore_eos: the answer runs to max_tokens, block by block
+
+
+def served_model(client) -> str:
+    models = client.models.list().data
+    assert len(models) == 1
+    return models[0].id
+
+
+def test_models_lists_the_served_model(openai_client):
+    models = openai_client.models.list().data
+    assert [m.id for m in models] == [expected_model_name()]
+    assert models[0].owned_by == "diffuserve"
+
+
+def test_chat_completion(openai_client):
+    model = served_model(openai_client)
+    r = openai_client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "def add(a, b):"}], max_tokens=16,
+        extra_body=SMALL,
+    )
+    assert r.object == "chat.completion" and r.model == model and r.id.startswith("chatcmpl-")
+    (choice,) = r.choices
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    # ignore_eos and no stop text: the answer fills max_tokens in 2 blocks of 8.
+    assert r.usage.completion_tokens <= 16
+    diffusion = r.model_extra["diffusion"]
+    assert diffusion["blocks"] >= 1 and diffusion["steps"] >= diffusion["blocks"]
+    assert abs(diffusion["tokens_per_step"] - r.usage.completion_tokens / diffusion["steps"]) < 1e-9
+
+
+def test_completion_and_seeded_sampling_is_reproducible(openai_client):
+    model = served_model(openai_client)
+    kw = dict(model=model, prompt="import os\n", max_tokens=12, temperature=1.0, seed=1234, extra_body=SMALL)
+    a = openai_client.completions.create(**kw)
+    b = openai_client.completions.create(**kw)
+    assert a.object == "text_completion" and a.choices[0].text == b.choices[0].text
+    assert a.usage.completion_tokens > 0 and a.choices[0].finish_reason in ("stop", "length")
+
+
+def test_n_choices_and_prompt_list(openai_client):
+    model = served_model(openai_client)
+    kw = dict(model=model, max_tokens=8, temperature=1.0, extra_body=SMALL)
+    r = openai_client.completions.create(prompt=["def f():", "class A:"], n=2, seed=7, **kw)
+    assert sorted(c.index for c in r.choices) == [0, 1, 2, 3]
+    text = {c.index: c.text for c in r.choices}
+    # Choice j of a prompt samples with seed + j, so choice 1 of prompt 1 (index 3) is what a
+    # single request for that prompt with seed 8 gives.
+    alone = openai_client.completions.create(prompt="class A:", n=1, seed=8, **kw)
+    assert alone.choices[0].text == text[3]
+    token_prompt = openai_client.completions.create(model=model, prompt=[5 + 100, 200, 300], max_tokens=8,
+                                                    extra_body=SMALL)
+    assert token_prompt.usage.prompt_tokens == 3
+
+
+def test_streaming_chat_one_chunk_per_block(openai_client):
+    model = served_model(openai_client)
+    stream = openai_client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "def mul(a, b):"}], max_tokens=32, stream=True,
+        stream_options={"include_usage": True}, extra_body=SMALL,
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(content) > 1, "a 32-token answer in blocks of 8 must stream more than one chunk"
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason in ("stop", "length")
+    usage_chunk = chunks[-1]
+    assert usage_chunk.choices == [] and usage_chunk.usage.completion_tokens > 0
+    assert usage_chunk.model_extra["diffusion"]["blocks"] >= len(content)
+
+
+def test_streaming_raw_sse(server):
+    body = {"messages": [{"role": "user", "content": "def sub(a, b):"}], "max_tokens": 32, "stream": True,
+            "stream_options": {"include_usage": True}, **SMALL}
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=120,
+                      headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    chunks = parse_events(events)  # asserts [DONE] is last
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    texts = [c["choices"][0]["delta"]["content"] for c in chunks[1:] if c["choices"] and
+             c["choices"][0]["delta"].get("content")]
+    assert len(texts) > 1
+    finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(finish) == 1 and finish[0]["choices"][0]["delta"] == {}
+    usage = chunks[-1]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] >= len(texts)
+    assert len({c["id"] for c in chunks}) == 1
+
+
+def test_streaming_completion_raw_sse(server):
+    body = {"prompt": "def g(x):", "max_tokens": 24, "stream": True, **SMALL}
+    with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=120,
+                      headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+        chunks = parse_events(sse_events(r))
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert sum(1 for c in chunks if c["choices"][0]["text"]) > 1
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")  # no usage chunk unless asked
+
+
+def test_openapi_schema(server):
+    schema = httpx.get(server.base_url + "/openapi.json", timeout=10).json()
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics"):
+        assert path in schema["paths"]
+    props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert {"block_length", "steps", "threshold", "cache", "canvas", "think_boost"} <= set(props)
