@@ -15,9 +15,17 @@ import os
 import torch
 
 from .checks import KernelArgError, check_out, check_row_pass, check_select
-from .reference import row_pass_ref, select_commit_ref
+from .reference import row_pass_ref, select_commit_ref, softmax_at
 
-__all__ = ["KernelArgError", "backend_for", "row_pass", "select_commit", "row_pass_ref", "select_commit_ref"]
+__all__ = [
+    "KernelArgError",
+    "backend_for",
+    "row_pass",
+    "row_pass_ref",
+    "select_commit",
+    "select_commit_ref",
+    "softmax_at",
+]
 
 
 @functools.cache
