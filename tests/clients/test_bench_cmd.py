@@ -63,7 +63,8 @@ def test_sweep_table_and_plot(server_url, tmp_path):
     runs = json.loads(out.read_text())["runs"]
     assert [r["concurrency"] for r in runs] == [1, 2]
     assert all(r["summary"]["completed"] == 2 for r in runs)
-    table = proc.stdout[proc.stdout.index("conc"):].splitlines()
+    lines = proc.stdout.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.split()[:2] == ["conc", "req/s"]):]
     assert len(table) == 4 and table[2].split()[0] == "1" and table[3].split()[0] == "2"
     assert_png(png)
 

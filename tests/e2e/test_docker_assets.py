@@ -243,6 +243,8 @@ def _free_port() -> int:
 def running_server(*args: str, ready_timeout: float = 180.0) -> Iterator[str]:
     """`diffuserve serve` (built-in model) as a subprocess on a free loopback port; yields its URL."""
     port = _free_port()
+    if os.environ.get("DIFFUSERVE_TEST_MODEL"):  # run the same checks against another checkpoint
+        args = ("--model", os.environ["DIFFUSERVE_TEST_MODEL"], *args)
     log = tempfile.NamedTemporaryFile(prefix="diffuserve-serve-", suffix=".log", delete=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(
