@@ -74,16 +74,22 @@ def sse_error_event(error: APIError) -> str:
     return f"data: {json.dumps(error.body())}\n\n"
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
 def _param_from_loc(loc: tuple) -> str | None:
     # pydantic locations look like ("body", "messages", 0, "content"); OpenAI names params
-    # "messages[0].content".
-    parts = [p for p in loc if p != "body"]
-    if not parts:
-        return None
+    # "messages[0].content". Union members add their type as a step ("stop", "list[str]"):
+    # the path ends before such a tag (field names here are lower-case identifiers).
     text = ""
-    for p in parts:
-        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
-    return text
+    for p in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(p, int):
+            text += f"[{p}]"
+            continue
+        if p in _TYPE_TAGS or "[" in p or "-" in p or p[:1].isupper():
+            break
+        text += f".{p}" if text else p
+    return text or None
 
 
 def validation_error(exc: RequestValidationError) -> APIError:

@@ -100,3 +100,10 @@ def test_param_error_maps_to_400_with_code():
     assert e.status == 400
     assert e.body() == {"error": {"message": "too long", "type": "invalid_request_error",
                                   "param": "max_tokens", "code": "context_length_exceeded"}}
+
+
+def test_union_errors_name_the_field_not_the_branch():
+    err = _validation_api_error(CompletionRequest, {"prompt": "x", "stop": 5})
+    assert err.param == "stop"
+    err = _validation_api_error(CompletionRequest, {"prompt": [1, "a"]})
+    assert err.param.startswith("prompt")
