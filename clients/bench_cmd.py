@@ -48,11 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load-seed", type=int, default=0, help="seed of prompt order and arrival times")
     extra = p.add_argument_group("request fields (sent only when given)")
     for name, typ in EXTRA_FIELDS.items():
-        extra.add_argument("--" + name.replace("_", "-"), dest=f"field_{name}", type=typ, default=None)
+        extra.add_argument("--" + name.replace("_", "-"), dest=f"field_{name}", type=typ, default=None,
+                           metavar=name.upper())
+    extra.add_argument("--ignore-eos", dest="field_ignore_eos", action="store_const", const=True,
+                       default=None, help="generate max_tokens every time (fixed-length load)")
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, f"field_{k}") for k in EXTRA_FIELDS if getattr(args, f"field_{k}") is not None}
+    names = [*EXTRA_FIELDS, "ignore_eos"]
+    return {k: getattr(args, f"field_{k}") for k in names if getattr(args, f"field_{k}") is not None}
 
 
 async def _resolve_model(client: AsyncDiffuserveClient, model: str | None) -> str:

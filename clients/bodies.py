@@ -9,7 +9,7 @@ from .errors import DiffuserveAPIError
 # Extra body fields the diffuserve server understands on top of OpenAI's.
 DIFFUSION_FIELDS = (
     "block_length", "steps", "threshold", "remasking", "cache", "canvas",
-    "cfg_scale", "think_boost", "think_power",
+    "cfg_scale", "think_boost", "think_power", "stop_token_ids", "ignore_eos",
 )
 
 Message = dict[str, str]

@@ -27,18 +27,19 @@ def assert_png(path) -> None:
 
 def test_closed_loop_json_and_plot(server_url, tmp_path):
     out, png = tmp_path / "run.json", tmp_path / "run.png"
-    proc = bench(server_url, "--concurrency", "3", "--num-requests", "6", "--json", str(out),
-                 "--plot", str(png))
+    proc = bench(server_url, "--concurrency", "3", "--num-requests", "6", "--ignore-eos",
+                 "--json", str(out), "--plot", str(png))
     data = json.loads(out.read_text())
     (run,) = data["runs"]
     s = run["summary"]
     assert (s["num_requests"], s["completed"], s["errors"]) == (6, 6, {})
-    assert s["total_output_tokens"] == sum(r["output_tokens"] for r in run["requests"]) > 0
+    assert [r["output_tokens"] for r in run["requests"]] == [8] * 6  # ignore_eos: always max_tokens
+    assert s["total_output_tokens"] == 48
     assert s["output_token_throughput_tps"] > 0 and s["request_throughput_rps"] > 0
     lat, ttfb = s["latency_s"], s["time_to_first_block_s"]
     assert 0 < ttfb["p50"] <= lat["p50"] and lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert s["tokens_per_step"] > 0 and s["steps_per_block"] > 0  # reported by the server
-    assert data["fields"] == {"block_length": 4}
+    assert data["fields"] == {"block_length": 4, "ignore_eos": True}
     assert "output token throughput" in proc.stdout and "time to first block" in proc.stdout
     assert_png(png)
 
