@@ -106,6 +106,44 @@ def test_image_copies_every_package_folder():
         assert f"!{folder}/" in ignore, f"{folder}/ is excluded from the build context"
 
 
+def test_build_context_makes_a_complete_wheel(tmp_path):
+    """Recreate the build stage's /src from its COPY lines alone and build the wheel from it:
+    a file the package needs but the image does not copy fails here, not in a GPU build."""
+    src = tmp_path / "src"
+    src.mkdir()
+    build_stage = dockerfile_instructions()
+    build_stage = build_stage[: [i for i, (k, _) in enumerate(build_stage) if k == "FROM"][1]]
+    for instr, arg in build_stage:
+        if instr != "COPY" or arg.startswith("--"):
+            continue
+        *sources, dest = arg.split()
+        for source in sources:
+            origin = ROOT / source
+            assert origin.exists(), f"COPY {source}: missing from the build context"
+            target = src / dest if not dest.endswith("/") else src / dest / origin.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if origin.is_dir():
+                shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copyfile(origin, target)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("diffuserve-*.whl")
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for package in pyproject["tool"]["setuptools"]["packages"]:
+        assert package.replace(".", "/") + "/__init__.py" in names, f"{package} missing from the image"
+    for module in ("diffuserve/clients/bench_cmd.py", "diffuserve/server/serve_cmd.py"):
+        assert module in names
+    builtin = ROOT / "engine" / "assets" / "builtin"
+    for f in builtin.glob("*") if builtin.is_dir() else []:
+        assert f"diffuserve/engine/assets/builtin/{f.name}" in names, f"built-in model file {f.name} missing"
+
+
 def test_install_steps_are_the_ones_ci_runs():
     """The image installs Python packages only through docker/install.sh, the script CI also runs."""
     runs = [a for i, a in dockerfile_instructions() if i == "RUN"]
