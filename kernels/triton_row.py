@@ -27,6 +27,10 @@ SPLIT = 4 * BLOCK  # vocabulary ids per program
 # hash32's last mixing input for the random-remasking score: (REMASK_SALT + 1) * C_VOCAB mod 2**32
 _REMASK_TERM = ((noise.REMASK_SALT + 1) * noise.C_VOCAB) & 0xFFFFFFFF
 _I32_MAX = tl.constexpr(2**31 - 1)  # "no index" in min-reductions
+# noise.py's constants, so the kernel cannot drift from the spec (fmix32's are MurmurHash3's).
+_GOLDEN = tl.constexpr(noise.GOLDEN)
+_C_STEP = tl.constexpr(noise.C_STEP)
+_C_VOCAB = tl.constexpr(noise.C_VOCAB)
 
 if _INTERPRET:  # the interpreter has no libdevice; numpy's log is within 1 ulp of torch's
 
@@ -39,7 +43,7 @@ else:
 
     @triton.jit
     def _log(x):
-        # libdevice's logf, the function torch's CUDA log calls, rather than an approximate log
+        # libdevice's logf (what torch's CUDA log calls without fast-math), not an approximate log
         return libdevice.log(x)
 
 
@@ -57,8 +61,8 @@ def _fmix32(h):
 def _row_key(seed, pos, step):
     """noise.hash32 up to the vocabulary term, for one row: uint32 scalar. seed, pos, step: int64."""
     # int64 -> uint32 keeps the low 32 bits, as `& 0xFFFFFFFF` does in noise.py
-    h = _fmix32(((pos + 1).to(tl.uint32) * 0x9E3779B1) ^ seed.to(tl.uint32))
-    return _fmix32(h ^ ((step + 1).to(tl.uint32) * 0x85EBCA77) ^ (seed >> 32).to(tl.uint32))
+    h = _fmix32(((pos + 1).to(tl.uint32) * _GOLDEN) ^ seed.to(tl.uint32))
+    return _fmix32(h ^ ((step + 1).to(tl.uint32) * _C_STEP) ^ (seed >> 32).to(tl.uint32))
 
 
 @triton.jit
@@ -116,7 +120,7 @@ def _row_split_kernel(
         a_vec = tl.where(x > m_vec, idx, a_vec)  # strict: the earlier id wins a tie
         m_vec = new_m
         if t > 0:
-            g = -_log(-_log(_uniform(key, (idx + 1).to(tl.uint32) * 0xC2B2AE3D)))
+            g = -_log(-_log(_uniform(key, (idx + 1).to(tl.uint32) * _C_VOCAB)))
             y = x + t * g
             better = y > nm_vec
             nm_vec = tl.where(better, y, nm_vec)
