@@ -64,7 +64,8 @@ def family_tensors(family: str, seed: int = 0) -> dict[str, torch.Tensor]:
     for i in range(LAYERS):
         b = f"model.layers.{i}"
         t[f"{b}.input_layernorm.weight"], t[f"{b}.post_attention_layernorm.weight"] = norm(), norm()
-        t[f"{b}.self_attn.q_proj.weight"], t[f"{b}.self_attn.k_proj.weight"] = r(HIDDEN, HIDDEN), r(kv, HIDDEN)
+        t[f"{b}.self_attn.q_proj.weight"] = r(HIDDEN, HIDDEN)
+        t[f"{b}.self_attn.k_proj.weight"] = r(kv, HIDDEN)
         t[f"{b}.self_attn.v_proj.weight"] = r(kv, HIDDEN)
         t[f"{b}.self_attn.o_proj.weight"] = r(HIDDEN, HIDDEN)
         if family == "dream":
@@ -90,5 +91,6 @@ def write_checkpoint(folder: Path, family: str, shards: int = 1, tensors: dict |
         part = {n: tensors[n].contiguous() for n in names[s::shards]}
         save_file(part, str(folder / fname))
         weight_map.update(dict.fromkeys(part, fname))
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     return tensors
