@@ -77,6 +77,7 @@ async def _one_request(client: AsyncDiffuserveClient, model: str | None, prompt:
 def _take_delta(record: RequestRecord, delta: BlockDelta, now_s: float) -> None:
     if delta.text:
         record.chunks += 1
+        record.block_times_s.append(now_s)
         if record.first_block_s is None:
             record.first_block_s = now_s - record.start_s
     if delta.finish_reason:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -17,6 +17,7 @@ class RequestRecord:
     output_tokens: int | None = None  # from the server's usage; None when it sent none
     prompt_tokens: int | None = None
     chunks: int = 0  # content chunks received (one per decoded block on diffuserve)
+    block_times_s: list[float] = field(default_factory=list)  # arrival of each content chunk (run clock)
     steps: int | None = None  # from the diffusion extra, when the server reports it
     blocks: int | None = None
     tokens_per_step: float | None = None
@@ -89,16 +90,27 @@ def summarize(records: list[RequestRecord], duration_s: float) -> dict[str, Any]
 
 def throughput_timeline(records: list[RequestRecord], duration_s: float, bins: int = 40
                         ) -> dict[str, list[float]]:
-    """Output tokens/s and requests/s per time bin, credited when each request finishes."""
+    """Output tokens/s and finished requests/s per time bin.
+
+    A streamed answer's tokens are spread evenly over its blocks, at the time each block
+    arrived (blocks have block_length tokens except the last, so this is close); an answer
+    without blocks (no streaming) is credited when it finishes.
+    """
     width = max(duration_s / bins, 1e-3)
     n = max(1, math.ceil(duration_s / width))
     tokens, reqs = [0.0] * n, [0.0] * n
+
+    def slot(t: float) -> int:
+        return min(max(int(t / width), 0), n - 1)
+
     for r in records:
         if not r.ok:
             continue
-        b = min(int(r.end_s / width), n - 1)
-        tokens[b] += r.output_tokens or 0
-        reqs[b] += 1
+        out = r.output_tokens or 0
+        times = r.block_times_s or [r.end_s]
+        for t in times:
+            tokens[slot(t)] += out / len(times)
+        reqs[slot(r.end_s)] += 1
     return {
         "t_s": [(i + 0.5) * width for i in range(n)],
         "output_tokens_per_s": [t / width for t in tokens],

@@ -8,6 +8,7 @@ conversation, `/exit` (or end of input) quits.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -106,6 +107,7 @@ def chat_loop(client: DiffuserveClient, args: argparse.Namespace, stdin: TextIO,
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request drowns the output
     with DiffuserveClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
         if args.model is None:
             try:

@@ -87,3 +87,11 @@ def test_prompt_files(tmp_path):
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         load_prompts(bad)
     assert len(builtin_prompts()) >= 8
+
+
+def test_timeline_places_streamed_tokens_at_their_blocks():
+    streamed = RequestRecord(index=0, start_s=0.0, end_s=2.9, output_tokens=12, block_times_s=[0.1, 1.1, 2.1])
+    plain = RequestRecord(index=1, start_s=0.0, end_s=2.9, output_tokens=5)
+    tl = throughput_timeline([streamed, plain], duration_s=3.0, bins=3)  # 1 s bins
+    assert tl["output_tokens_per_s"] == pytest.approx([4.0, 4.0, 4.0 + 5.0])
+    assert tl["requests_per_s"] == pytest.approx([0.0, 0.0, 2.0])
