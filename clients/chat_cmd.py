@@ -100,6 +100,13 @@ def chat_loop(client: DiffuserveClient, args: argparse.Namespace, stdin: TextIO,
             failures += 1
             print(f"\nerror: {e}", file=sys.stderr, flush=True)
             continue
+        except KeyboardInterrupt:
+            # Ctrl-C stops this answer (closing the stream makes the server abort it), not the chat.
+            history.pop()
+            print("\n(interrupted)", file=stdout, flush=True)
+            if not interactive:
+                raise
+            continue
         elapsed = time.perf_counter() - t0
         history.append({"role": "assistant", "content": "".join(answer)})
         print("\n" + stats_line(usage, elapsed, blocks, diffusion), file=stdout, flush=True)
