@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels import softmax_at
 from ..kernels.noise import gumbel, remask_scores
 from .config import ModelConfig
 from .params import DiffusionParams, ParamError, transfer_schedule
@@ -84,7 +85,8 @@ def choose_candidates(
     if params.remasking == "random":
         conf = remask_scores(params.effective_seed, answer_pos, steps)
     else:
-        conf = torch.softmax(lg, dim=-1).gather(-1, cand[:, None])[:, 0]
+        # The kernels' accurate softmax-at-index: confidences agree with the engine to the bit.
+        conf = softmax_at(lg, cand)
     if params.suppress_eos_confidence and cfg.stop_token_ids:
         blocked = torch.isin(cand, torch.tensor(cfg.stop_token_ids))
         conf = conf.masked_fill(blocked, -math.inf)
