@@ -17,6 +17,7 @@ from .sequence import Sequence, StepPlan
 class Denoiser:
     def __init__(self, cfg: ModelConfig, device: torch.device):
         self.device = device
+        self.mask_id = cfg.mask_token_id
         stop = list(cfg.stop_token_ids)
         # LLaDA `logits_eos_inf` suppresses the first stop id (EOS); confidence suppression
         # covers all the model's stop ids (EOS and EOT).
@@ -61,6 +62,8 @@ class Denoiser:
             thresholds.append(p.threshold if p.threshold is not None else -1.0)
 
         dev = self.device
+        # The mask token is never a candidate: committing it would leave the position masked forever.
+        logits[:, self.mask_id] = float("-inf")
 
         def t(values, dtype):
             return torch.tensor(values, dtype=dtype).to(dev, non_blocking=True)

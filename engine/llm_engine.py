@@ -134,7 +134,10 @@ class LLMEngine:
         self.num_committed += sum(committed)
         stats = StepStats(time.perf_counter() - t0, len(batch), result.num_query_tokens, committed)
         for fn in self.listeners:
-            fn(stats)
+            try:
+                fn(stats)
+            except Exception:  # a metrics bug must not stop the engine
+                log.exception("step listener %r failed", fn)
         return outputs
 
     def _run_isolated(self, batch: list[tuple[Sequence, StepPlan]]) -> StepResult:
@@ -198,6 +201,8 @@ class LLMEngine:
             self.add_request(rid, p, pr)
         results = {rid: RequestResult() for rid in ids}
         while any(r.finish_reason is None for r in results.values()):
+            if not self.scheduler.has_work:
+                raise RuntimeError("requests unfinished but nothing is scheduled")
             for out in self.step():
                 collect(results[out.request_id], out)
         return [results[rid] for rid in ids]

@@ -1,7 +1,7 @@
 """PyTorch reference backend (CPU and GPU): pad each group to a rectangle and run one SDPA.
 
 Every index tensor is built once per step in `prepare`; `attend` only gathers, so the step has
-no host syncs. Padded query rows compute garbage that is never copied out; padded keys are masked.
+no host syncs. Padded query rows are computed and never copied out; padded keys are masked.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def _group(segments: list[Segment], row_start: int, key_ids: list[list[int]], de
     q_index, k_index, mask, out_src = [], [], [], []
     row = 0
     for b, (seg, keys) in enumerate(zip(segments, key_ids, strict=True)):
-        q_index.append(list(range(row, row + seg.n_query)) + [0] * (tq - seg.n_query))
-        k_index.append(keys + [0] * (tk - len(keys)))
+        # Padding repeats the segment's own first row / key, so a non-finite value in one
+        # request can never leak into another request's rectangle.
+        q_index.append(list(range(row, row + seg.n_query)) + [row] * (tq - seg.n_query))
+        k_index.append(keys + [keys[0]] * (tk - len(keys)))
         mask.append([True] * len(keys) + [False] * (tk - len(keys)))
         out_src.extend(range(b * tq, b * tq + seg.n_query))
         row += seg.n_query
