@@ -164,7 +164,13 @@ def test_install_steps_are_the_ones_ci_runs():
     ci = ROOT / ".ci" / "run"
     if not ci.exists():
         pytest.skip(".ci/run does not exist in this checkout")
-    assert "docker/install.sh" in ci.read_text(), ".ci/run must install through docker/install.sh"
+    # CI's install: .ci/run itself or a repository script it runs (one level deep).
+    texts = [ci.read_text()]
+    for script in re.findall(r"(?:^|\s)((?:scripts|docker)/[\w./-]+\.sh)", texts[0]):
+        texts.append((ROOT / script).read_text())
+    ci_install = [m for t in texts for m in re.findall(r"docker/install\.sh\s+(\S+)", t)]
+    assert ci_install, ".ci/run must install through docker/install.sh"
+    assert set(ci_install) <= {"dev"} | set(optional), ci_install
 
 
 def test_shell_scripts_parse():
