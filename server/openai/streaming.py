@@ -71,7 +71,10 @@ async def sse_stream(
     failure: APIError | None = None
     async with aclosing(serving.stream_outputs(runs)) as outputs:  # closing cancels unfinished choices
         async for run, out in outputs:
-            if out.text:  # one chunk per decoded block (a block cut to nothing by a stop sends none)
+            # One chunk per decoded block, even when its text is empty (special tokens only, or a
+            # multi-byte character still incomplete): clients see progress at block rate. A last
+            # block cut to nothing by a stop sends only the finish chunk.
+            if out.text or not out.finished:
                 yield chunk([fmt.content(run.index, out.text)])
             if not out.finished:
                 continue

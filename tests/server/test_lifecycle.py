@@ -23,7 +23,7 @@ def long_body(server, **extra) -> dict:
 def first_block(lines) -> None:
     """Read SSE lines until the first content chunk: the request is running from then on."""
     for line in lines:
-        if '"content":"' in line and '"content":""' not in line:
+        if '"delta":{"content":' in line:  # the role chunk's delta starts with "role"
             return
     raise AssertionError("the stream ended before its first block")
 

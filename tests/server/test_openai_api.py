@@ -6,6 +6,9 @@ import httpx
 from server_helpers import API_KEY, expected_model_name, parse_events, sse_events
 
 SMALL = {"block_length": 8, "ignore_eos": True}  # ignore_eos: the answer runs to max_tokens, block by block
+# Streams sample (seeded, so reproducible): greedy decoding of a small model can settle on tokens
+# that decode to no visible text, which would make "one chunk per block" untestable.
+SAMPLED = {"temperature": 1.0, "seed": 11}
 
 
 def served_model(client) -> str:
@@ -32,10 +35,11 @@ def test_chat_completion(openai_client):
     assert choice.finish_reason in ("stop", "length")
     assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    # ignore_eos and no stop text: the answer fills max_tokens in 2 blocks of 8.
-    assert r.usage.completion_tokens <= 16
+    # ignore_eos, and only EOS stops on the test server: the answer fills max_tokens in 2 blocks of
+    # 8, one token per step (steps default to block_length).
+    assert r.usage.completion_tokens == 16 and choice.finish_reason == "length"
     diffusion = r.model_extra["diffusion"]
-    assert diffusion["blocks"] >= 1 and diffusion["steps"] >= diffusion["blocks"]
+    assert diffusion["blocks"] == 2 and diffusion["steps"] == 16
     assert abs(diffusion["tokens_per_step"] - r.usage.completion_tokens / diffusion["steps"]) < 1e-9
 
 
@@ -67,22 +71,22 @@ def test_streaming_chat_one_chunk_per_block(openai_client):
     model = served_model(openai_client)
     stream = openai_client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "def mul(a, b):"}], max_tokens=32, stream=True,
-        stream_options={"include_usage": True}, extra_body=SMALL,
+        stream_options={"include_usage": True}, extra_body=SMALL, **SAMPLED,
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     content = [c for c in chunks if c.choices and c.choices[0].delta.content]
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(content) > 1, "a 32-token answer in blocks of 8 must stream more than one chunk"
-    assert len(finals) == 1 and finals[0].choices[0].finish_reason in ("stop", "length")
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == "length"
     usage_chunk = chunks[-1]
     assert usage_chunk.choices == [] and usage_chunk.usage.completion_tokens > 0
-    assert usage_chunk.model_extra["diffusion"]["blocks"] >= len(content)
+    assert usage_chunk.model_extra["diffusion"]["blocks"] == 4 >= len(content)
 
 
 def test_streaming_raw_sse(server):
     body = {"messages": [{"role": "user", "content": "def sub(a, b):"}], "max_tokens": 32, "stream": True,
-            "stream_options": {"include_usage": True}, **SMALL}
+            "stream_options": {"include_usage": True}, **SMALL, **SAMPLED}
     with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=120,
                       headers={"Authorization": f"Bearer {API_KEY}"}) as r:
         assert r.status_code == 200
@@ -90,18 +94,23 @@ def test_streaming_raw_sse(server):
         events = sse_events(r)
     chunks = parse_events(events)  # asserts [DONE] is last
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    texts = [c["choices"][0]["delta"]["content"] for c in chunks[1:] if c["choices"] and
-             c["choices"][0]["delta"].get("content")]
-    assert len(texts) > 1
+    blocks = [c["choices"][0]["delta"]["content"] for c in chunks[1:] if c["choices"] and
+              "content" in c["choices"][0]["delta"]]
     finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert len(finish) == 1 and finish[0]["choices"][0]["delta"] == {}
     usage = chunks[-1]
-    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] >= len(texts)
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 32
+    # One chunk per decoded block: 32 tokens in blocks of 8 -> 4 (the last may fold into the finish).
+    n_blocks = usage["diffusion"]["blocks"]
+    assert n_blocks == 4 and len(blocks) in (n_blocks, n_blocks - 1) and len(blocks) > 1
     assert len({c["id"] for c in chunks}) == 1
+    # The stream carries exactly the text a non-streaming request with the same seed returns.
+    whole = server.post("/v1/chat/completions", {**body, "stream": False, "stream_options": None}).json()
+    assert "".join(blocks) == whole["choices"][0]["message"]["content"]
 
 
 def test_streaming_completion_raw_sse(server):
-    body = {"prompt": "def g(x):", "max_tokens": 24, "stream": True, **SMALL}
+    body = {"prompt": "def g(x):", "max_tokens": 24, "stream": True, **SMALL, **SAMPLED}
     with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=120,
                       headers={"Authorization": f"Bearer {API_KEY}"}) as r:
         chunks = parse_events(sse_events(r))
@@ -116,3 +125,18 @@ def test_openapi_schema(server):
         assert path in schema["paths"]
     props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert {"block_length", "steps", "threshold", "cache", "canvas", "think_boost"} <= set(props)
+
+
+def test_diffusion_extras_are_honoured(server):
+    def run(**extra) -> dict:
+        r = server.post("/v1/completions", {"prompt": "def k():", "max_tokens": 16, "block_length": 8,
+                                            "ignore_eos": True, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    two_steps = run(steps=2)["diffusion"]  # 2 steps per block of 8: 4 tokens a step
+    assert two_steps == {"steps": 4, "tokens_per_step": 4.0, "blocks": 2}
+    exact = run(cache="none", canvas="fixed")
+    assert exact["usage"]["completion_tokens"] == 16 and exact["diffusion"]["steps"] == 16
+    parallel = run(threshold=0.01)["diffusion"]  # nearly every token clears the bar at once
+    assert parallel["steps"] < 16 and parallel["tokens_per_step"] > 1.0
