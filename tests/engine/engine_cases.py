@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from diffuserve.engine.config import ModelConfig
 from diffuserve.engine.engine_config import EngineConfig
 from diffuserve.engine.llm_engine import LLMEngine
@@ -26,7 +25,8 @@ def tiny_config(family: str = "illada", max_len: int = 512) -> ModelConfig:
     return cfg.with_overrides(mask_token_id=MASK, stop_token_ids=[EOS, 4])
 
 
-def tiny_model(family: str = "illada", seed: int = 0, std: float = 0.5) -> tuple[BidirectionalLM, ModelConfig]:
+def tiny_model(family: str = "illada", seed: int = 0, std: float = 0.5
+               ) -> tuple[BidirectionalLM, ModelConfig]:
     """Random weights with a large std, so logits are peaked (confidences are rarely near-tied)."""
     cfg = tiny_config(family)
     torch.manual_seed(seed)
