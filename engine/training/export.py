@@ -83,6 +83,7 @@ def save_checkpoint(
     names = checkpoint_names(model.cfg, list(params))
     tensors = {names[n]: p.detach().to(torch.bfloat16).contiguous().clone() for n, p in params.items()}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600; package data must be readable
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer_dir.resolve() != out_dir.resolve():
         for fname in TOKENIZER_FILES:

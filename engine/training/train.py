@@ -50,10 +50,11 @@ class TrainConfig:
     t_min: float = 1e-3
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    pretrain: PhaseConfig = PhaseConfig(steps=450, lr=3e-3, warmup_steps=30, decay_fraction=0.2)
-    sft: PhaseConfig = PhaseConfig(steps=200, lr=1.5e-3, warmup_steps=10, decay_fraction=0.3)
+    pretrain: PhaseConfig = PhaseConfig(steps=800, lr=3e-3, warmup_steps=40, decay_fraction=0.2)
+    sft: PhaseConfig = PhaseConfig(steps=300, lr=1.5e-3, warmup_steps=15, decay_fraction=0.3)
     sft_block_length: int = 32
     threads: int = 2
+    snapshot_every: int = 200  # steps between interim checkpoints in <out_dir>/snapshot (0: none)
 
 
 def lr_at(step: int, phase: PhaseConfig) -> float:
@@ -76,7 +77,7 @@ def make_optimizer(model: BidirectionalLM, lr: float, weight_decay: float) -> to
 
 def run_phase(
     name: str, model: BidirectionalLM, stream: torch.Tensor, phase: PhaseConfig, cfg: TrainConfig,
-    gen: torch.Generator, log_file, t0: float,
+    gen: torch.Generator, log_file, t0: float, snapshot=None,
 ) -> dict[str, float]:
     opt = make_optimizer(model, phase.lr, cfg.weight_decay)
     model.train()
@@ -102,6 +103,8 @@ def run_phase(
         if step % 20 == 0:
             log_file.flush()
         bar.set_postfix(loss=f"{ema:.3f}", acc=f"{stats['masked_acc']:.3f}", lr=f"{lr:.1e}")
+        if snapshot is not None and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+            snapshot(f"{name} step {step + 1}")
     bar.close()
     model.eval()
     return {"final_loss_ema": ema or float("nan")}
@@ -135,12 +138,17 @@ def train(cfg: TrainConfig) -> Path:
     n_params = count_parameters(model)
     log.info("model: %d parameters (%.2fM)", n_params, n_params / 1e6)
 
+    def snapshot(tag: str) -> None:
+        # Interim weights, so a run cut short still leaves a usable model behind.
+        save_checkpoint(model, config, ckpt_dir, out / "snapshot", {"snapshot.json": {"at": tag}})
+
     gen = torch.Generator().manual_seed(cfg.seed)
     results: dict[str, object] = {}
     with open(out / "train_log.jsonl", "w") as log_file:
-        results["pretrain"] = run_phase("pretrain", model, pre_stream, cfg.pretrain, cfg, gen, log_file, t0)
+        results["pretrain"] = run_phase("pretrain", model, pre_stream, cfg.pretrain, cfg, gen, log_file, t0,
+                                        snapshot)
         if cfg.sft.steps > 0:
-            results["sft"] = run_phase("sft", model, sft_ids, cfg.sft, cfg, gen, log_file, t0)
+            results["sft"] = run_phase("sft", model, sft_ids, cfg.sft, cfg, gen, log_file, t0, snapshot)
     wall = time.time() - t0
     meta = {
         "train_config": asdict(cfg),
