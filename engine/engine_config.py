@@ -20,7 +20,7 @@ class EngineConfig:
     # CUDA, or `cpu_kv_cache_memory` bytes on the CPU.
     kv_cache_memory: int | None = None
     gpu_memory_fraction: float = 0.85
-    cpu_kv_cache_memory: int = 1 << 30
+    cpu_kv_cache_memory: int = 256 << 20
     attention_backend: AttentionBackendName = "auto"
     dtype: str = "auto"  # "auto": bfloat16 on CUDA, float32 on CPU
     device: str = "auto"  # "auto": cuda when available, else cpu
