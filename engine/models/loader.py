@@ -136,11 +136,18 @@ def load_model(
 
 def load_tokenizer_from(folder: Path) -> Any:
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # AutoTokenizer peeks at config.json and warns that it does not know our model_type;
+    # the tokenizer itself is a plain fast tokenizer, so that warning is noise.
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:  # transformers raises many types here
         raise CheckpointError(f"cannot load a tokenizer from {folder}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def _with_tokenizer_facts(cfg: ModelConfig, tok: Any) -> ModelConfig:
