@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import row_pass, select_commit
+from .attention.base import to_device
 from .config import ModelConfig
 from .sequence import Sequence, StepPlan
 
@@ -24,13 +25,12 @@ class Denoiser:
         self.suppress_ids = torch.tensor(stop[:1], dtype=torch.long, device=device)
         self.conf_block_ids = torch.tensor(stop, dtype=torch.long, device=device)
 
-    def commit(self, logits: torch.Tensor, work: list[tuple[Sequence, StepPlan]]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Commit tokens for each denoising sequence.
+    def prepare(self, work: list[tuple[Sequence, StepPlan]]) -> dict[str, torch.Tensor]:
+        """Per-row kernel inputs for the denoising sequences in `work` (built before the forward,
+        so the host-to-device copies overlap the model on CUDA).
 
-        logits `(R, V)`: one row per masked block position, sequences in `work` order, columns in
-        `plan.mask_cols` order. Returns (canvas `(L,)`: the current blocks of all sequences,
-        concatenated, with this step's commits written in; row_bad `(R,)` bool: non-finite rows).
+        Rows: one per masked block position, sequences in `work` order, columns in
+        `plan.mask_cols` order. Canvas `(L,)`: the current blocks of all sequences, concatenated.
         """
         temperature, seed, pos, step, bias_token, bias_value = [], [], [], [], [], []
         suppress, conf_block, random_conf, canvas_index, canvas = [], [], [], [], []
@@ -60,26 +60,35 @@ class Denoiser:
             offsets.append(offsets[-1] + n)
             ks.append(plan.k)
             thresholds.append(p.threshold if p.threshold is not None else -1.0)
-
         dev = self.device
+        return dict(
+            temperature=to_device(temperature, torch.float32, dev), seed=to_device(seed, torch.long, dev),
+            pos=to_device(pos, torch.long, dev), step=to_device(step, torch.long, dev),
+            bias_token=to_device(bias_token, torch.long, dev),
+            bias_value=to_device(bias_value, torch.float32, dev),
+            suppress_row=to_device(suppress, torch.bool, dev),
+            conf_block_row=to_device(conf_block, torch.bool, dev),
+            random_conf=to_device(random_conf, torch.bool, dev),
+            canvas=to_device(canvas, torch.long, dev), canvas_index=to_device(canvas_index, torch.long, dev),
+            offsets=to_device(offsets, torch.long, dev), k=to_device(ks, torch.long, dev),
+            threshold=to_device(thresholds, torch.float32, dev),
+        )  # fmt: skip
+
+    def commit(self, logits: torch.Tensor, rows: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits `(R, V)` for the rows of `prepare`. Returns (canvas `(L,)` with this step's
+        commits written in, row_bad `(R,)` bool: rows with non-finite logits)."""
         # The mask token is never a candidate: committing it would leave the position masked forever.
         logits[:, self.mask_id] = float("-inf")
-
-        def t(values, dtype):
-            return torch.tensor(values, dtype=dtype).to(dev, non_blocking=True)
-
-        tokens, conf = row_pass(
-            logits,
-            temperature=t(temperature, torch.float32), seed=t(seed, torch.long), pos=t(pos, torch.long),
-            step=t(step, torch.long), bias_token=t(bias_token, torch.long),
-            bias_value=t(bias_value, torch.float32), suppress_ids=self.suppress_ids,
-            suppress_row=t(suppress, torch.bool), conf_block_ids=self.conf_block_ids,
-            conf_block_row=t(conf_block, torch.bool), random_conf=t(random_conf, torch.bool),
-        )  # fmt: skip
-        canvas_t = t(canvas, torch.long)
-        select_commit(conf, t(offsets, torch.long), t(ks, torch.long), t(thresholds, torch.float32),
-                      tokens, canvas_t, t(canvas_index, torch.long))
+        row_keys = ("temperature", "seed", "pos", "step", "bias_token", "bias_value", "suppress_row",
+                    "conf_block_row", "random_conf")
+        tokens, conf = row_pass(logits, suppress_ids=self.suppress_ids, conf_block_ids=self.conf_block_ids,
+                                **{key: rows[key] for key in row_keys})
+        canvas = rows["canvas"]
+        select_commit(conf, rows["offsets"], rows["k"], rows["threshold"], tokens, canvas,
+                      rows["canvas_index"])
         # A NaN hidden state makes its whole logit row NaN: column 0 tells, without a pass over V.
         # Such a request fails alone (see LLMEngine.step).
         row_bad = torch.isnan(conf) | torch.isnan(logits[:, 0])
-        return canvas_t, row_bad
+        return canvas, row_bad
+

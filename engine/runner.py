@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import AttentionBackend, Segment
+from .attention.base import to_device
 from .config import ModelConfig
 from .denoise import Denoiser
 from .sequence import Sequence, StepPlan
@@ -55,18 +56,22 @@ class ModelRunner:
                 segments.append(Segment(len(plan.uncond_token_ids), False))
 
         dev = self.device
+        work_idx = [i for i in range(len(batch)) if batch[i][1].denoise]
+        work = [batch[i] for i in work_idx]
+        # Every host-to-device copy of the step happens here, before the forward.
         self.backend.prepare(segments, dev)
-        ids_t = torch.tensor(ids, dtype=torch.long).to(dev, non_blocking=True)
-        pos_t = torch.tensor(positions, dtype=torch.long).to(dev, non_blocking=True)
+        ids_t = to_device(ids, torch.long, dev)
+        pos_t = to_device(positions, torch.long, dev)
+        if work:
+            head = self._head_rows(batch, work_idx, starts, uncond_starts)
+            rows = self.denoiser.prepare(work)
         hidden = self.model.forward_flat(ids_t, pos_t, self.backend.attend)  # (N, hidden)
 
-        work = [batch[i] for i in range(len(batch)) if batch[i][1].denoise]
-        work_idx = [i for i in range(len(batch)) if batch[i][1].denoise]
         new_blocks: list[list[int] | None] = [None] * len(batch)
         failed: list[str | None] = [None] * len(batch)
         if work:
-            logits = self._masked_logits(hidden, batch, work_idx, starts, uncond_starts)
-            canvas, row_bad = self.denoiser.commit(logits, work)
+            logits = self._masked_logits(hidden, *head)
+            canvas, row_bad = self.denoiser.commit(logits, rows)
             # The one host copy of the step: committed canvases and per-row failure flags.
             host = torch.cat([canvas, row_bad.long()]).cpu().tolist()
             canvas_h, bad_h = host[: canvas.numel()], host[canvas.numel() :]
@@ -80,10 +85,11 @@ class ModelRunner:
                 c0, r0 = c0 + n, r0 + r
         return StepResult(new_blocks, failed, len(ids))
 
-    def _masked_logits(self, hidden, batch, work_idx, starts, uncond_starts) -> torch.Tensor:
-        """Logits `(R, V)` of the rows predicting masked positions (cfg mixed in where asked)."""
+    def _head_rows(self, batch, work_idx, starts, uncond_starts):
+        """Index tensors for the LM head: hidden rows predicting masked positions `(R,)`, and for
+        cfg the rows (of those R) with an unconditional twin, the twins' hidden rows, the scales."""
         rows: list[int] = []
-        un_rows: list[int] = []  # rows of `rows` (by index) that have an unconditional twin
+        un_rows: list[int] = []
         un_src: list[int] = []
         scales: list[float] = []
         for i in work_idx:
@@ -99,13 +105,21 @@ class ModelRunner:
             else:
                 rows += [base + r for r in plan.mask_rows]
         dev = self.device
-        logits = self.model.logits(hidden[torch.tensor(rows, dtype=torch.long).to(dev)])  # (R, V)
         if not un_rows:
+            return to_device(rows, torch.long, dev), None
+        return to_device(rows, torch.long, dev), (
+            to_device(un_rows, torch.long, dev), to_device(un_src, torch.long, dev),
+            to_device(scales, torch.float32, dev)[:, None],
+        )
+
+    def _masked_logits(self, hidden, rows, cfg_rows) -> torch.Tensor:
+        """Logits `(R, V)` of the rows predicting masked positions (cfg mixed in where asked)."""
+        logits = self.model.logits(hidden[rows])  # (R, V)
+        if cfg_rows is None:
             return logits
         # cfg: logits = un + (s + 1) * (cond - un), in float32 as the reference sampler does.
+        idx, un_src, s = cfg_rows
         logits = logits.float()
-        idx = torch.tensor(un_rows, dtype=torch.long).to(dev)
-        un = self.model.logits(hidden[torch.tensor(un_src, dtype=torch.long).to(dev)]).float()
-        s = torch.tensor(scales, dtype=torch.float32).to(dev)[:, None]
+        un = self.model.logits(hidden[un_src]).float()
         logits[idx] = un + (s + 1) * (logits[idx] - un)
         return logits

@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import torch
 
-from .base import AttentionBackend, Segment, split_groups, write_slots
+from .base import AttentionBackend, Segment, split_groups, to_device, write_slots
 
 
 class _VarlenBase(AttentionBackend):
     def prepare(self, segments: list[Segment], device: torch.device) -> None:
         paged, dense, n_paged = split_groups(segments)
         self.n_paged = n_paged
-        self.slots = torch.tensor(write_slots(segments, self.kv.page_size), dtype=torch.long).to(device)
+        self.slots = to_device(write_slots(segments, self.kv.page_size), torch.long, device)
 
         def cu(lengths: list[int]) -> torch.Tensor:
             out = [0]
             for n in lengths:
                 out.append(out[-1] + n)
-            return torch.tensor(out, dtype=torch.int32).to(device)
+            return to_device(out, torch.int32, device)
 
         self.p_cu_q = cu([s.n_query for s in paged])
         self.p_cu_k = cu([s.n_keys for s in paged])
-        self.p_used_k = torch.tensor([s.n_keys for s in paged], dtype=torch.int32).to(device)
+        self.p_used_k = to_device([s.n_keys for s in paged], torch.int32, device)
         self.p_max_q = max((s.n_query for s in paged), default=0)
         self.p_max_k = max((s.n_keys for s in paged), default=0)
         width = max((len(s.pages) for s in paged), default=1)
         table = [s.pages + [0] * (width - len(s.pages)) for s in paged]
-        self.block_table = torch.tensor(table or [[0]], dtype=torch.int32).to(device)
+        self.block_table = to_device(table or [[0]], torch.int32, device)
         self.d_cu = cu([s.n_query for s in dense])
         self.d_max = max((s.n_query for s in dense), default=0)
         self.has_paged, self.has_dense = bool(paged), bool(dense)

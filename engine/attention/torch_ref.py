@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import AttentionBackend, Segment, split_groups, write_slots
+from .base import AttentionBackend, Segment, split_groups, to_device, write_slots
 
 
 @dataclass
@@ -40,7 +40,7 @@ def _group(segments: list[Segment], row_start: int, key_ids: list[list[int]], de
         row += seg.n_query
 
     def t(x, dtype=torch.long):
-        return torch.tensor(x, dtype=dtype).to(device, non_blocking=True)
+        return to_device(x, dtype, device)
 
     return _Group(row_start, t(q_index), t(k_index), t(mask, torch.bool)[:, None, None, :], t(out_src))
 
@@ -58,7 +58,7 @@ class TorchAttention(AttentionBackend):
         for seg in dense:
             dense_keys.append(list(range(row, row + seg.n_query)))
             row += seg.n_query
-        self.slots = torch.tensor(write_slots(segments, ps), dtype=torch.long).to(device)
+        self.slots = to_device(write_slots(segments, ps), torch.long, device)
         self.paged = _group(paged, 0, paged_keys, device)
         self.dense = _group(dense, n_paged, dense_keys, device)
         self.n_paged = n_paged
