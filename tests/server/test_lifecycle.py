@@ -102,3 +102,12 @@ def sse_events_from(lines) -> list[str]:
     """The remaining `data:` payloads of a stream already partly read."""
     return [line[6:] for line in lines if line.startswith("data: ")]
 
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_exit_code_1(tmp_path):
+    bad = tmp_path / "bad-model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "not-a-diffusion-lm"}')
+    s = start_server(tmp_path, "--model", str(bad), wait_ready=False, name="bad")
+    assert s.proc.wait(60) == 1
+    assert "not-a-diffusion-lm" in s.log_tail(80)
