@@ -17,6 +17,16 @@ def _pyplot():
     return plt
 
 
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Centered moving average; the window shrinks at the edges so the curve keeps its length."""
+    half = window // 2
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - half): i + half + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def plot_run(records: list[RequestRecord], duration_s: float, title: str, path: str | Path) -> None:
     plt = _pyplot()
     ok = [r for r in records if r.ok]
@@ -34,12 +44,21 @@ def plot_run(records: list[RequestRecord], duration_s: float, title: str, path: 
     ax_lat.legend()
 
     timeline = throughput_timeline(records, duration_s)
-    ax_tp.plot(timeline["t_s"], timeline["output_tokens_per_s"], color="tab:blue")
+    t = timeline["t_s"]
+    # Blocks of concurrent requests land together, so per-bin rates are bursty: show them faint
+    # and a moving average (5 bins) bold, with the run's mean as a dashed line.
+    ax_tp.plot(t, timeline["output_tokens_per_s"], color="tab:blue", alpha=0.25)
+    smooth = moving_average(timeline["output_tokens_per_s"], 5)
+    ax_tp.plot(t, smooth, color="tab:blue", label="output tokens/s")
+    tokens = sum(r.output_tokens or 0 for r in ok)
+    if duration_s > 0:
+        ax_tp.axhline(tokens / duration_s, color="tab:blue", linestyle="--", linewidth=1, label="run mean")
     ax_tp.set_xlabel("time since start (s)")
     ax_tp.set_ylabel("output tokens/s", color="tab:blue")
     ax_req = ax_tp.twinx()
-    ax_req.plot(timeline["t_s"], timeline["requests_per_s"], color="tab:orange", alpha=0.7)
-    ax_req.set_ylabel("requests/s (finished)", color="tab:orange")
+    ax_req.plot(t, moving_average(timeline["requests_per_s"], 5), color="tab:orange", alpha=0.8)
+    ax_req.set_ylabel("requests/s finished (moving avg)", color="tab:orange")
+    ax_tp.legend(loc="upper left", fontsize="small")
     ax_tp.set_title("throughput over time")
     fig.suptitle(title)
     fig.tight_layout()
