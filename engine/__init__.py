@@ -1,7 +1,14 @@
 """diffuserve engine: model loading, exact reference samplers and the batched denoising engine."""
 
+from .async_engine import AsyncEngine
 from .config import CheckpointError, ModelConfig
+from .engine_config import EngineConfig
+from .llm_engine import LLMEngine, RequestResult
 from .models.loader import LoadedModel, load_model
+from .outputs import BlockOutput, EngineStats, StepStats
 from .params import DiffusionParams, ParamError
 
-__all__ = ["CheckpointError", "DiffusionParams", "LoadedModel", "ModelConfig", "ParamError", "load_model"]
+__all__ = [
+    "AsyncEngine", "BlockOutput", "CheckpointError", "DiffusionParams", "EngineConfig", "EngineStats",
+    "LLMEngine", "LoadedModel", "ModelConfig", "ParamError", "RequestResult", "StepStats", "load_model",
+]
