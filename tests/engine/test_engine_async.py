@@ -13,8 +13,10 @@ from engine_cases import engine, prompts, tiny_model
 PARAMS = DiffusionParams(max_tokens=24, block_length=8, steps=4, temperature=0.7, seed=5)
 
 
-def make_engine(**econf) -> AsyncEngine:
+def make_engine(no_stop: bool = False, **econf) -> AsyncEngine:
     model, cfg = tiny_model("illada", seed=21)
+    if no_stop:  # requests run to max_tokens: nothing finishes early by chance
+        cfg = cfg.with_overrides(stop_token_ids=[])
     return AsyncEngine(engine(model, cfg, **econf))
 
 
@@ -75,7 +77,7 @@ def test_abort_and_consumer_cancellation_free_pages():
     long = PARAMS.replace(max_tokens=256, block_length=8, steps=8, temperature=0.0)
 
     async def main():
-        eng = make_engine()
+        eng = make_engine(no_stop=True)
         await eng.start()
         ps = prompts((10, 12), seed=22)
         s_abort = eng.generate("a", ps[0], long)
@@ -107,16 +109,16 @@ def test_abort_and_consumer_cancellation_free_pages():
 
 
 def test_shutdown_aborts_in_flight_and_never_hangs():
-    long = PARAMS.replace(max_tokens=400, block_length=8, steps=8)
+    long = PARAMS.replace(max_tokens=480, block_length=8, steps=8)
 
     async def main():
-        eng = make_engine()
+        eng = make_engine(no_stop=True)
         await eng.start()
         streams = [eng.generate(f"s{i}", p, long) for i, p in enumerate(prompts((8, 16, 4), seed=23))]
         tasks = [asyncio.create_task(collect(s)) for s in streams]
         await asyncio.sleep(0.05)
         t0 = time.monotonic()
-        await eng.shutdown(timeout_s=0.2)
+        await eng.shutdown(timeout_s=0.1)
         took = time.monotonic() - t0
         results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
         assert not eng.is_ready
@@ -127,5 +129,4 @@ def test_shutdown_aborts_in_flight_and_never_hangs():
     results, took = asyncio.run(main())
     assert took < 5
     for outs in results:
-        assert outs[-1].finished and outs[-1].finish_reason in ("abort", "length", "stop")
-    assert any(outs[-1].finish_reason == "abort" for outs in results)
+        assert outs[-1].finished and outs[-1].finish_reason == "abort"
