@@ -26,9 +26,7 @@ fi
 if [ -n "${DIFFUSERVE_MAX_QUEUE:-}" ]; then
     set -- --max-queue "${DIFFUSERVE_MAX_QUEUE}" "$@"
 fi
-if [ -n "${DIFFUSERVE_API_KEY:-}" ]; then
-    set -- --api-key "${DIFFUSERVE_API_KEY}" "$@"
-fi
+# DIFFUSERVE_API_KEY is read by `diffuserve serve` itself, so the key never shows in `ps`.
 if [ -n "${DIFFUSERVE_SERVED_MODEL_NAME:-}" ]; then
     set -- --served-model-name "${DIFFUSERVE_SERVED_MODEL_NAME}" "$@"
 fi

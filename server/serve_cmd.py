@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"name clients pass as `model` (default: the folder name, or {BUILTIN_NAME})")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None,
-                   help="require `Authorization: Bearer KEY` on /v1/* (/health, /ready, /metrics stay open)")
+    p.add_argument("--api-key", default=os.environ.get("DIFFUSERVE_API_KEY") or None,
+                   help="require `Authorization: Bearer KEY` on /v1/* (/health, /ready, /metrics stay open); "
+                   "default: $DIFFUSERVE_API_KEY, which keeps the key out of the process list")
     p.add_argument("--max-queue", type=int, default=256,
                    help="answer 429 when this many requests already wait in the engine")
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="answer 413 above this body size")

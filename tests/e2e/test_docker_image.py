@@ -150,7 +150,7 @@ def test_shell_scripts_parse():
         assert os.access(DOCKER / script, os.X_OK), f"{script} is not executable"
 
 
-def test_entrypoint_builds_arguments_serve_accepts():
+def test_entrypoint_builds_arguments_serve_accepts(monkeypatch):
     env = {**os.environ, "DIFFUSERVE_DRY_RUN": "1", "DIFFUSERVE_MODEL": "/models/LLaDA-8B-Instruct",
            "DIFFUSERVE_SERVED_MODEL_NAME": "llada", "DIFFUSERVE_API_KEY": "k", "DIFFUSERVE_MAX_QUEUE": "8",
            "DIFFUSERVE_EXTRA_ARGS": "--max-num-seqs 4", "DIFFUSERVE_PORT": "9000"}
@@ -158,10 +158,12 @@ def test_entrypoint_builds_arguments_serve_accepts():
                           capture_output=True, text=True, check=True)
     argv = proc.stdout.splitlines()
     assert argv[:2] == ["diffuserve", "serve"]
+    assert "k" not in argv, "the API key must not appear on the command line (visible in ps)"
     import argparse
 
     from diffuserve.server import serve_cmd
 
+    monkeypatch.setenv("DIFFUSERVE_API_KEY", "k")  # inherited by serve from the entrypoint's env
     parser = argparse.ArgumentParser()
     serve_cmd.add_arguments(parser)
     args = parser.parse_args(argv[2:])  # exits (fails the test) on any flag serve does not know
