@@ -98,18 +98,22 @@ class MemoryMeter:
 
 
 @torch.inference_mode()
-def run_reference(model, cfg, tokenizer, prompts, params: DiffusionParams, meter: MemoryMeter) -> RunStats:
-    """The baseline: the exact reference sampler, one request at a time."""
+def run_reference(model, cfg, tokenizer, prompts, params: DiffusionParams, meter: MemoryMeter,
+                  sample: list[int] | None = None) -> RunStats:
+    """The baseline: the exact reference sampler, one request at a time, on the prompts `sample`
+    (indices; all by default). Results of prompts left out are None."""
+    sample = list(range(len(prompts))) if sample is None else sample
     meter.start()
     t0 = time.perf_counter()
-    results = []
-    for p in prompts:
-        r = generate_variable(model, cfg, [p], params, tokenizer)[0]
-        results.append(RequestResult(r.token_ids, r.text, r.finish_reason, None, r.steps, 0))
+    results: list[RequestResult | None] = [None] * len(prompts)
+    for i in sample:
+        r = generate_variable(model, cfg, [prompts[i]], params, tokenizer)[0]
+        results[i] = RequestResult(r.token_ids, r.text, r.finish_reason, None, r.steps, 0)
         meter.sample()
     seconds = time.perf_counter() - t0
-    steps = sum(r.steps for r in results)
-    return RunStats("reference", 1, seconds, sum(len(r.token_ids) for r in results), steps, steps,
+    done = [r for r in results if r is not None]
+    steps = sum(r.steps for r in done)
+    return RunStats("reference", 1, seconds, sum(len(r.token_ids) for r in done), steps, steps,
                     meter.stop(), results=results)
 
 
@@ -166,10 +170,13 @@ def run_engine(engine: LLMEngine, name: str, prompts, params: DiffusionParams, c
                     flops[0], results)
 
 
-def agreement(results: list[RequestResult], exact: list[RequestResult]) -> float:
-    """Position-wise token match over the answers (the longer answer of each pair counts)."""
+def agreement(results: list[RequestResult | None], exact: list[RequestResult | None]) -> float:
+    """Position-wise token match over the answers (the longer answer of each pair counts), over the
+    prompts both runs have (the reference may cover a sample; its other entries are None)."""
     same = total = 0
     for r, e in zip(results, exact, strict=True):
+        if r is None or e is None:
+            continue
         n = max(len(r.token_ids), len(e.token_ids))
         same += sum(a == b for a, b in zip(r.token_ids, e.token_ids, strict=False))
         total += n
