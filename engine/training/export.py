@@ -60,8 +60,15 @@ def hf_config(shape: ModelShape) -> dict[str, Any]:
     }
 
 
-def init_weights(model: BidirectionalLM, std: float = 0.02) -> None:
-    """GPT-2 style init: N(0, std), residual output projections scaled by 1/sqrt(2 * layers)."""
+def init_weights(model: BidirectionalLM, std: float = 0.1) -> None:
+    """N(0, std), residual output projections scaled by 1/sqrt(2 * layers) (GPT-2 style).
+
+    std 0.1 rather than GPT-2's 0.02: at width 256 the smaller init left even a trivial
+    copy task (predict a row's repeated token from its unmasked copies) unlearned after
+    300 steps, while 0.1 learned it in about 100. A masked position's input is the mask
+    embedding, so everything it predicts must come through attention, which a tiny init
+    starves of signal.
+    """
     residual_std = std / (2 * model.cfg.num_layers) ** 0.5
     with torch.no_grad():
         for name, p in model.named_parameters():
