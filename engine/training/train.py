@@ -50,8 +50,8 @@ class TrainConfig:
     t_min: float = 1e-3
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    pretrain: PhaseConfig = PhaseConfig(steps=450, lr=1e-3, warmup_steps=20, decay_fraction=0.2)
-    sft: PhaseConfig = PhaseConfig(steps=150, lr=5e-4, warmup_steps=10, decay_fraction=0.3)
+    pretrain: PhaseConfig = PhaseConfig(steps=2000, lr=1.5e-3, warmup_steps=60, decay_fraction=0.2)
+    sft: PhaseConfig = PhaseConfig(steps=500, lr=7.5e-4, warmup_steps=20, decay_fraction=0.3)
     sft_block_length: int = 32
     threads: int = 2
     snapshot_every: int = 100  # steps between interim checkpoints in <out_dir>/snapshot (0: none)
