@@ -9,7 +9,7 @@ from dataclasses import replace
 HELP = (
     "Train the built-in masked diffusion code model on the running interpreter's standard library: "
     "BPE tokenizer, masked-diffusion pretraining, then SFT on (signature+docstring -> body) pairs. "
-    "Defaults reproduce the shipped checkpoint (about 30 minutes on 2 CPU cores)."
+    "Defaults reproduce the shipped checkpoint (about 20 minutes on 2 otherwise idle CPU cores)."
 )
 
 

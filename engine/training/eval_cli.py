@@ -52,6 +52,10 @@ def markdown(report: dict) -> str:
         f"Held-out functions: {g['functions']}; bodies that parse: **{g['parse_rate']:.0%}**; "
         f"exact match with the original body: {g['exact_match_rate']:.0%}; stopped by EOS/EOT before "
         f"max_tokens: {g['stopped_rate']:.0%}; mean generated tokens: {g['mean_generated_tokens']:.1f}.",
+        "",
+        f"Answers are repetitive: {g['distinct_answers']} distinct answers for {g['functions']} prompts; the "
+        f"most common, {g['most_common_answer']!r}, is {g['most_common_answer_share']:.0%} of them. Without "
+        f"it, {g['parse_rate_without_most_common']:.0%} of the remaining answers parse.",
     ]
     for i, s in enumerate(report["samples"], 1):
         lines += ["", f"Sample {i} ({s['source']}, parses: {s['parses']}):", "", "```python",

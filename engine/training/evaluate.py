@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import ast
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
@@ -125,9 +126,18 @@ def generate_bodies(
     return out
 
 
-def summarize_generations(records: list[GenerationRecord]) -> dict[str, float]:
+def summarize_generations(records: list[GenerationRecord]) -> dict[str, float | str]:
     n = len(records)
+    # A parse rate means little if one stock answer fits every prompt: report how repetitive they are.
+    answers = Counter(r.generated.strip() for r in records)
+    top_answer, top_count = answers.most_common(1)[0]
     return {
+        "distinct_answers": len(answers),
+        "most_common_answer": top_answer,
+        "most_common_answer_share": top_count / n,
+        "parse_rate_without_most_common": (
+            sum(r.parses for r in records if r.generated.strip() != top_answer) / max(1, n - top_count)
+        ),
         "functions": n,
         "parse_rate": sum(r.parses for r in records) / n,
         "exact_match_rate": sum(r.exact_match for r in records) / n,
