@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-prompts", type=int, default=None,
                    help="run the slow reference on N evenly spread prompts only (the baseline tokens/s)")
     p.add_argument("--allow-eos", action="store_true",
-                   help="let requests stop at EOS (default: EOS suppressed, full-length answers)")
+                   help="let requests stop at the model's stop ids (default: no stop ids, so every "
+                   "answer is max_tokens long and runs compare the same work)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--kv-cache-memory", default=None, help="KV pool bytes, e.g. 512MiB")
@@ -72,7 +73,10 @@ def build(args) -> tuple[LLMEngine, list[list[int]]]:
         device=args.device, dtype=args.dtype,
     )  # fmt: skip
     if args.shape is None:
-        engine = LLMEngine.from_pretrained(args.model, econf, args.dtype, args.device)
+        # Without stop ids every answer runs to max_tokens: the reference and each engine mode then
+        # do the same work whatever the model says (EOS suppression alone leaves EOT and friends).
+        no_stops = {} if args.allow_eos else {"stop_token_ids": []}
+        engine = LLMEngine.from_pretrained(args.model, econf, args.dtype, args.device, **no_stops)
         from .bench_workload import stdlib_prompts
 
         return engine, stdlib_prompts(engine.tokenizer, args.num_prompts, engine.cfg.vocab_size)
@@ -82,7 +86,7 @@ def build(args) -> tuple[LLMEngine, list[list[int]]]:
     device = resolve_device(args.device)
     if args.shape != "tiny" and device.type != "cuda":
         raise SystemExit(f"--shape {args.shape} needs a CUDA device (8B parameters)")
-    cfg = ModelConfig.from_hf(SHAPES[args.shape]).with_overrides(stop_token_ids=[1])
+    cfg = ModelConfig.from_hf(SHAPES[args.shape]).with_overrides(stop_token_ids=[1] if args.allow_eos else [])
     with torch.device("meta"):
         model = BidirectionalLM(cfg)
     model = model.to_empty(device=device).to(resolve_dtype(args.dtype, device)).eval().requires_grad_(False)
@@ -95,8 +99,7 @@ def build(args) -> tuple[LLMEngine, list[list[int]]]:
 def run(args) -> int:
     engine, prompts = build(args)
     steps = args.steps or args.block_length
-    base = DiffusionParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=steps,
-                           suppress_eos=not args.allow_eos)
+    base = DiffusionParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=steps)
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     exact_c = args.exact_concurrency or max(levels)
