@@ -66,5 +66,6 @@ def scripted_http() -> type[ScriptedServer]:
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    with running_server("--api-key", "test-key", "--max-queue", "64") as url:
+    # EOS is the only stop id, so `ignore_eos` requests always run to max_tokens (exact counts).
+    with running_server("--api-key", "test-key", "--max-queue", "64", "--stop-token-ids", "1") as url:
         yield url
