@@ -31,8 +31,9 @@ def first_block(lines) -> None:
 @pytest.fixture(scope="module")
 def one_seq_server(tmp_path_factory):
     """One sequence at a time and a queue of one: the third concurrent request is refused."""
+    # EOS as the only stop id: `ignore_eos` then keeps the long request running whatever the model says.
     s = start_server(tmp_path_factory.mktemp("queue"), "--max-num-seqs", "1", "--max-queue", "1",
-                     name="queue")
+                     "--stop-token-ids", "1", name="queue")
     yield s
     assert s.stop() == 0, s.log_tail()
 
