@@ -22,6 +22,7 @@ HELP = ("Load generator: closed loop at --concurrency or open loop at a Poisson 
 # CLI flag -> request body field (None values are not sent: the server's default applies).
 EXTRA_FIELDS = {
     "block_length": int, "steps": int, "threshold": float, "remasking": str, "cache": str,
+    "cache_refresh": int,
     "canvas": str, "cfg_scale": float, "think_boost": float, "think_power": float,
     "temperature": float, "seed": int,
 }

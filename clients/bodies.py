@@ -8,7 +8,7 @@ from .errors import DiffuserveAPIError
 
 # Extra body fields the diffuserve server understands on top of OpenAI's.
 DIFFUSION_FIELDS = (
-    "block_length", "steps", "threshold", "remasking", "cache", "canvas",
+    "block_length", "steps", "threshold", "remasking", "cache", "cache_refresh", "canvas",
     "cfg_scale", "think_boost", "think_power", "stop_token_ids", "ignore_eos",
 )
 

@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="steps per block (default: block length)")
     p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--cache-refresh", default="1",
+                   help="comma-separated cache_refresh values for the prefix modes (blocks between "
+                   "full K/V recomputes, 0 = never); each value is its own run")
     p.add_argument("--concurrency", default="1,8,16,32", help="comma-separated concurrency levels")
     p.add_argument("--modes", default="schedule,threshold,exact",
                    help="engine modes among schedule, threshold, exact")
@@ -107,7 +110,8 @@ def run(args) -> int:
     lens = [len(p) for p in prompts]
     print(f"workload: {len(prompts)} prompts of {min(lens)}-{max(lens)} tokens, "
           f"max_tokens {args.max_tokens}, "
-          f"block {args.block_length}, {steps} steps/block, device {engine.device}, "
+          f"block {args.block_length}, {steps} steps/block, cache_refresh {args.cache_refresh}, "
+          f"device {engine.device}, "
           f"{engine.runner.backend.name} attention, KV pool {engine.kv.num_pages} x {engine.kv.page_size}")
     runs: list[RunStats] = []
     if not args.no_reference:
@@ -121,11 +125,18 @@ def run(args) -> int:
         "threshold": base.replace(threshold=args.threshold),
         "exact": base.replace(cache="none"),
     }
+    refreshes = [int(r) for r in args.cache_refresh.split(",")]
     for mode in modes:
-        for c in [exact_c] if mode == "exact" else levels:
-            stats = run_engine(engine, f"{mode}", prompts, plans[mode], c, meter)
-            runs.append(stats)
-            print(f"  {mode} c={c} done: {stats.tokens_per_s:.1f} tok/s", flush=True)
+        variants = [(mode, plans[mode])]
+        if mode != "exact" and len(refreshes) > 1:  # one run per refresh interval, named by it
+            variants = [(f"{mode}:r{r}", plans[mode].replace(cache_refresh=r)) for r in refreshes]
+        elif mode != "exact":
+            variants = [(mode, plans[mode].replace(cache_refresh=refreshes[0]))]
+        for name, params in variants:
+            for c in [exact_c] if mode == "exact" else levels:
+                stats = run_engine(engine, name, prompts, params, c, meter)
+                runs.append(stats)
+                print(f"  {name} c={c} done: {stats.tokens_per_s:.1f} tok/s", flush=True)
     report(runs, engine.device)
     if args.json:
         with open(args.json, "w") as f:
@@ -150,13 +161,13 @@ def report(runs: list[RunStats], device: torch.device) -> None:
     cols = ["run", "c", "tok/s", "fwd/s", "tok/step", "peak MiB", "x ref", "agree"]
     if device.type == "cuda":
         cols.append("MFU")
-    print("\n" + " | ".join(f"{c:>9}" for c in cols))
+    print("\n" + " | ".join(f"{c:>11}" for c in cols))
     for r in runs:
         d = row(r, runs)
         cells = [d["run"], d["concurrency"], d["tokens_per_s"], d["forwards_per_s"], d["tokens_per_step"],
                  d["peak_mem_mib"], d["speedup_vs_reference"], d["agreement_with_exact"]]
         if device.type == "cuda":
             cells.append(d["mfu"])
-        print(" | ".join(f"{'-' if c is None else c:>9}" for c in cells))
+        print(" | ".join(f"{'-' if c is None else c:>11}" for c in cells))
     print("agree = position-wise token match with exact mode over the prompts both ran (the engine's exact "
           "mode when it ran, else the reference sampler); MFU against 790 TFLOP/s bf16")

@@ -12,9 +12,11 @@ AttentionBackendName = Literal["auto", "torch", "flash_attn", "torch_varlen"]
 class EngineConfig:
     max_num_seqs: int = 32  # running sequences per step
     max_num_batched_tokens: int = 8192  # query tokens per step (all sequences together)
-    # A prompt longer than this is prefilled in chunks of this many tokens, one chunk per step.
+    # More uncached committed tokens than this (a long prompt, or a cache refresh of a long
+    # sequence) are computed in chunks of this many tokens, one chunk per step. A chunk's K/V do not
+    # see the tokens after it (bidirectional model: an approximation), so chunks are large.
     # Chunk boundaries depend on the request alone, so a seeded request is reproducible under load.
-    prefill_chunk_size: int = 512
+    prefill_chunk_size: int = 2048
     kv_page_size: int = 16  # tokens per KV page
     # KV pool capacity: an explicit byte budget wins; otherwise a fraction of free GPU memory on
     # CUDA, or `cpu_kv_cache_memory` bytes on the CPU.

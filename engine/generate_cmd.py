@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     s.add_argument("--cache", choices=["prefix", "none"], default="prefix",
                    help="prefix KV cache, or none (exact: recompute the canvas every step)")
+    s.add_argument("--cache-refresh", type=int, default=1,
+                   help="prefix cache: recompute the cached K/V every N finished blocks (0 = never)")
     m = p.add_argument_group("model")
     m.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -52,7 +54,7 @@ def build_params(args: argparse.Namespace):
         threshold=args.threshold, remasking=args.remasking, temperature=args.temperature, seed=args.seed,
         cfg_scale=args.cfg_scale, think_boost=args.think_boost, think_power=args.think_power,
         suppress_eos=args.suppress_eos, suppress_eos_confidence=args.suppress_eos_confidence,
-        stop=tuple(args.stop), cache=args.cache,
+        stop=tuple(args.stop), cache=args.cache, cache_refresh=args.cache_refresh,
     )
 
 

@@ -35,6 +35,9 @@ class DiffusionParams:
     stop_token_ids: tuple[int, ...] = ()  # in addition to the model's stop ids
     stop: tuple[str, ...] = ()
     cache: Literal["prefix", "none"] = "prefix"
+    # Prefix mode: every `cache_refresh` finished blocks, the next block's first step recomputes
+    # the K/V of every committed token (Fast-dLLM's block-boundary refresh); 0 = never refresh.
+    cache_refresh: int = 1
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -87,6 +90,9 @@ class DiffusionParams:
             raise ParamError("think_power", f"think_power must be in (0, 16], got {self.think_power}")
         if self.cache not in ("prefix", "none"):
             raise ParamError("cache", f"cache must be 'prefix' or 'none', got {self.cache!r}")
+        if not 0 <= self.cache_refresh <= 1_000_000:
+            raise ParamError("cache_refresh", f"cache_refresh must be a block count >= 0 (0 = never), "
+                             f"got {self.cache_refresh}")
         for t in self.stop_token_ids:
             if not 0 <= t < model.vocab_size:
                 raise ParamError("stop_token_ids", f"stop token id {t} is outside the vocabulary")

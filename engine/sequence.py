@@ -104,6 +104,12 @@ class Sequence:
         self.block_step = 0
         self.schedule = transfer_schedule(n, block_steps(p, n))
         self.future_len = p.max_tokens - len(self.answer) - n if p.canvas == "fixed" else 0
+        if self.num_blocks and p.cache_refresh and self.num_blocks % p.cache_refresh == 0:
+            # Refresh: the cached K/V saw the tokens of the step that cached them, never the blocks
+            # decoded since. Forgetting the cache makes this block's first step recompute every
+            # committed token beside the new masks, exactly as exact mode does; pages are kept
+            # and their slots overwritten.
+            self.num_cached = 0
 
     def complete_block(self) -> tuple[list[int], bool]:
         """Move the decoded block into the answer. Returns (its tokens kept, hit a stop id)."""

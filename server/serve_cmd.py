@@ -25,6 +25,7 @@ BUILTIN_NAME = "diffuserve-builtin"
 ENGINE_FLAGS = {
     "max_num_seqs": "max_num_seqs",
     "max_num_batched_tokens": "max_num_batched_tokens",
+    "prefill_chunk_size": "prefill_chunk_size",
     "kv_cache_memory": "kv_cache_memory",
     "page_size": "kv_page_size",
     "attention_backend": "attention_backend",
@@ -50,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--max-num-seqs", type=int, default=None, help="sequences denoised together")
     g.add_argument("--max-num-batched-tokens", type=int, default=None, help="query tokens per engine step")
+    g.add_argument("--prefill-chunk-size", type=int, default=None,
+                   help="uncached tokens computed per step for one request (long prompts, cache refreshes)")
     g.add_argument("--kv-cache-memory", default=None,
                    help="KV cache bytes, e.g. 512MiB or 4GiB (default: a share of free GPU memory; "
                    "1 GiB on CPU)")

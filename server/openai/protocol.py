@@ -30,6 +30,10 @@ class DiffusionFields(BaseModel):
     )
     remasking: Literal["low_confidence", "random"] | None = None
     cache: Literal["prefix", "none"] | None = Field(None, description="'none' = exact mode (no KV reuse)")
+    cache_refresh: int | None = Field(
+        None, ge=0, le=1_000_000,
+        description="prefix mode: recompute the cached K/V every N finished blocks; 0 = never",
+    )
     canvas: Literal["variable", "fixed"] | None = Field(
         None, description="'variable' grows one block at a time (iLLaDA); 'fixed' = LLaDA gen_length canvas"
     )

@@ -124,7 +124,8 @@ def test_openapi_schema(server):
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics"):
         assert path in schema["paths"]
     props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
-    assert {"block_length", "steps", "threshold", "cache", "canvas", "think_boost"} <= set(props)
+    extras = {"block_length", "steps", "threshold", "cache", "cache_refresh", "canvas", "think_boost"}
+    assert extras <= set(props)
 
 
 def test_diffusion_extras_are_honoured(server):
@@ -138,5 +139,9 @@ def test_diffusion_extras_are_honoured(server):
     assert two_steps == {"steps": 4, "tokens_per_step": 4.0, "blocks": 2}
     exact = run(cache="none", canvas="fixed")
     assert exact["usage"]["completion_tokens"] == 16 and exact["diffusion"]["steps"] == 16
+    # One step per block with a refresh at every block recomputes what exact mode does.
+    refreshed = run(steps=1, cache_refresh=1)
+    assert refreshed["choices"][0]["text"] == run(steps=1, cache="none")["choices"][0]["text"]
+    assert refreshed["diffusion"]["blocks"] == 2
     parallel = run(threshold=0.01)["diffusion"]  # nearly every token clears the bar at once
     assert parallel["steps"] < 16 and parallel["tokens_per_step"] > 1.0

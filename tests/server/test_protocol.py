@@ -74,6 +74,7 @@ def _validation_api_error(model, body) -> APIError:
         ({"messages": MSG, "threshold": 1.5}, "threshold"),
         ({"messages": MSG, "remasking": "sometimes"}, "remasking"),
         ({"messages": MSG, "cache": "disk"}, "cache"),
+        ({"messages": MSG, "cache_refresh": -1}, "cache_refresh"),
         ({"messages": MSG, "canvas": "round"}, "canvas"),
         ({"messages": MSG, "cfg_scale": -1}, "cfg_scale"),
         ({"messages": MSG, "think_power": 0}, "think_power"),
