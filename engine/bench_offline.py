@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-eos", action="store_true",
                    help="let requests stop at the model's stop ids (default: no stop ids, so every "
                    "answer is max_tokens long and runs compare the same work)")
+    p.add_argument("--compare-dtype", default=None,
+                   help="also run exact mode with the weights cast to this dtype (e.g. bfloat16) and "
+                   "report its agreement with exact mode: the numerical noise floor of the agreement")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--kv-cache-memory", default=None, help="KV pool bytes, e.g. 512MiB")
@@ -137,11 +140,24 @@ def run(args) -> int:
                 stats = run_engine(engine, name, prompts, params, c, meter)
                 runs.append(stats)
                 print(f"  {name} c={c} done: {stats.tokens_per_s:.1f} tok/s", flush=True)
-    report(runs, engine.device)
+    if args.compare_dtype:
+        runs.append(run_cast_exact(engine, args.compare_dtype, prompts, plans["exact"], exact_c, meter))
+        print(f"  exact-{args.compare_dtype} done", flush=True)
+    report(runs, engine.device, args.block_length, args.max_tokens)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([row(r, runs) for r in runs], f, indent=1)
     return 0
+
+
+def run_cast_exact(engine: LLMEngine, dtype: str, prompts, params: DiffusionParams, concurrency: int,
+                   meter: MemoryMeter) -> RunStats:
+    """Exact mode on a copy of the model cast to `dtype`: how far rounding alone moves the tokens."""
+    import copy
+
+    model = copy.deepcopy(engine.model).to(resolve_dtype(dtype, engine.device))
+    twin = LLMEngine(model, engine.cfg, engine.tokenizer, engine.econf)
+    return run_engine(twin, f"exact-{dtype}", prompts, params, concurrency, meter)
 
 
 def row(r: RunStats, runs: list[RunStats]) -> dict:
@@ -157,7 +173,7 @@ def row(r: RunStats, runs: list[RunStats]) -> dict:
     }  # fmt: skip
 
 
-def report(runs: list[RunStats], device: torch.device) -> None:
+def report(runs: list[RunStats], device: torch.device, block: int, max_tokens: int) -> None:
     cols = ["run", "c", "tok/s", "fwd/s", "tok/step", "peak MiB", "x ref", "agree"]
     if device.type == "cuda":
         cols.append("MFU")
@@ -169,5 +185,14 @@ def report(runs: list[RunStats], device: torch.device) -> None:
         if device.type == "cuda":
             cells.append(d["mfu"])
         print(" | ".join(f"{'-' if c is None else c:>11}" for c in cells))
+    exact = next((x for x in runs if x.name == "exact"), None)
+    if exact is not None:
+        spans = [(s, min(s + block, max_tokens)) for s in range(0, max_tokens, block)]
+        names = ", ".join(f"{a}-{b - 1}" for a, b in spans)
+        print(f"\nagreement with exact mode by answer block ({names})")
+        for r in runs:
+            if r is not exact and r.name != "reference":
+                cells = " / ".join(f"{agreement(r.results, exact.results, sp):.3f}" for sp in spans)
+                print(f"  {r.name:>13} c={r.concurrency:<3} {cells}")
     print("agree = position-wise token match with exact mode over the prompts both ran (the engine's exact "
           "mode when it ran, else the reference sampler); MFU against 790 TFLOP/s bf16")

@@ -170,14 +170,18 @@ def run_engine(engine: LLMEngine, name: str, prompts, params: DiffusionParams, c
                     flops[0], results)
 
 
-def agreement(results: list[RequestResult | None], exact: list[RequestResult | None]) -> float:
+def agreement(results: list[RequestResult | None], exact: list[RequestResult | None],
+              span: tuple[int, int] | None = None) -> float:
     """Position-wise token match over the answers (the longer answer of each pair counts), over the
-    prompts both runs have (the reference may cover a sample; its other entries are None)."""
+    prompts both runs have (the reference may cover a sample; its other entries are None).
+    `span` = (start, end): only answer positions in [start, end), e.g. one block."""
     same = total = 0
     for r, e in zip(results, exact, strict=True):
         if r is None or e is None:
             continue
-        n = max(len(r.token_ids), len(e.token_ids))
-        same += sum(a == b for a, b in zip(r.token_ids, e.token_ids, strict=False))
-        total += n
+        a_ids, e_ids = r.token_ids, e.token_ids
+        if span is not None:
+            a_ids, e_ids = a_ids[span[0] : span[1]], e_ids[span[0] : span[1]]
+        same += sum(a == b for a, b in zip(a_ids, e_ids, strict=False))
+        total += max(len(a_ids), len(e_ids))
     return same / total if total else 1.0
