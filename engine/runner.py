@@ -63,14 +63,18 @@ class ModelRunner:
         ids_t = to_device(ids, torch.long, dev)
         pos_t = to_device(positions, torch.long, dev)
         if work:
-            head = self._head_rows(batch, work_idx, starts, uncond_starts)
+            head_rows, cfg_rows = self._head_rows(batch, work_idx, starts, uncond_starts)
+            # Only the LM head's rows leave the last layer: cond rows, then cfg's twins.
+            out_rows = head_rows if cfg_rows is None else torch.cat([head_rows, cfg_rows[1]])
             rows = self.denoiser.prepare(work)
-        hidden = self.model.forward_flat(ids_t, pos_t, self.backend.attend)  # (N, hidden)
+        else:
+            out_rows = torch.empty(0, dtype=torch.long, device=dev)  # prefill only: no output rows
+        hidden = self.model.forward_flat(ids_t, pos_t, self.backend.attend, out_rows)  # (len(out_rows), d)
 
         new_blocks: list[list[int] | None] = [None] * len(batch)
         failed: list[str | None] = [None] * len(batch)
         if work:
-            logits = self._masked_logits(hidden, *head)
+            logits = self._masked_logits(hidden, head_rows.numel(), cfg_rows)
             canvas, row_bad = self.denoiser.commit(logits, rows)
             # The one host copy of the step: committed canvases and per-row failure flags.
             host = torch.cat([canvas, row_bad.long()]).cpu().tolist()
@@ -112,14 +116,15 @@ class ModelRunner:
             to_device(scales, torch.float32, dev)[:, None],
         )
 
-    def _masked_logits(self, hidden, rows, cfg_rows) -> torch.Tensor:
-        """Logits `(R, V)` of the rows predicting masked positions (cfg mixed in where asked)."""
-        logits = self.model.logits(hidden[rows])  # (R, V)
+    def _masked_logits(self, hidden, n_rows: int, cfg_rows) -> torch.Tensor:
+        """Logits `(R, V)` of the rows predicting masked positions (cfg mixed in where asked).
+        `hidden` holds the R head rows, then (cfg) the unconditional twins."""
+        logits = self.model.logits(hidden[:n_rows])  # (R, V)
         if cfg_rows is None:
             return logits
         # cfg: logits = un + (s + 1) * (cond - un), in float32 as the reference sampler does.
-        idx, un_src, s = cfg_rows
+        idx, _un_src, s = cfg_rows
         logits = logits.float()
-        un = self.model.logits(hidden[un_src]).float()
+        un = self.model.logits(hidden[n_rows:]).float()
         logits[idx] = un + (s + 1) * (logits[idx] - un)
         return logits

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from .base import AttentionBackend, Segment, split_groups, to_device, write_slots
 
-# A bucket holds segments whose key counts are within this factor, so padding wastes little.
+# A bucket holds segments whose query counts and key counts are each within this factor, so
+# padding wastes little.
 BUCKET_RATIO = 1.5
 
 
@@ -27,15 +28,25 @@ class _Bucket:
     out_dst: torch.Tensor  # (rows,) its flat row
 
 
-def _buckets(items: list[tuple[list[int], list[int]]], device) -> list[_Bucket]:
-    """items: (flat query rows, key ids) per segment -> rectangles of similar key counts."""
-    order = sorted(items, key=lambda it: -len(it[1]))
-    groups: list[list[tuple[list[int], list[int]]]] = []
-    for it in order:
-        if groups and len(groups[-1][0][1]) <= BUCKET_RATIO * len(it[1]):
+def _similar(items: list, size, ratio: float = BUCKET_RATIO) -> list[list]:
+    """Greedy groups of items whose `size` is within `ratio` of the group's largest."""
+    groups: list[list] = []
+    for it in sorted(items, key=lambda it: -size(it)):
+        if groups and size(groups[-1][0]) <= ratio * size(it):
             groups[-1].append(it)
         else:
             groups.append([it])
+    return groups
+
+
+def _buckets(items: list[tuple[list[int], list[int]]], device) -> list[_Bucket]:
+    """items: (flat query rows, key ids) per segment -> rectangles of similar query and key counts.
+
+    Grouping by query count too keeps one long query segment (a prefill chunk, a cache refresh)
+    from padding every 32-query denoising segment of its bucket to its own length.
+    """
+    by_queries = _similar(items, lambda it: len(it[0]))
+    groups = [kg for qg in by_queries for kg in _similar(qg, lambda it: len(it[1]))]
     out = []
     for group in groups:
         tq = max(len(rows) for rows, _ in group)

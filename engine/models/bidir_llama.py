@@ -87,16 +87,20 @@ class Block(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer_idx: int, attend: AttendFn
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer_idx: int, attend: AttendFn,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`keep`: only these rows of the output are wanted (all rows' K/V are still computed)."""
         n = x.shape[0]
         hn = self.attn_norm(x)  # (N, hidden)
         q = self.q_proj(hn).view(n, self.num_heads, self.head_dim)
         k = self.k_proj(hn).view(n, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hn).view(n, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        attn = attend(layer_idx, q, k, v)  # (N, H, D)
-        x = x + self.o_proj(attn.reshape(n, -1))
+        attn = attend(layer_idx, q, k, v).reshape(n, -1)  # (N, H * D)
+        if keep is not None:
+            x, attn = x[keep], attn[keep]
+        x = x + self.o_proj(attn)
         hn = self.mlp_norm(x)
         return x + self.down_proj(F.silu(self.gate_proj(hn)) * self.up_proj(hn))
 
@@ -119,13 +123,20 @@ class BidirectionalLM(nn.Module):
         return F.linear(self.norm(hidden), self.lm_head_weight())
 
     def forward_flat(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttendFn
+        self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttendFn,
+        out_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states before the final norm, `(N, hidden)`, for flat tokens `(N,)`."""
+        """Hidden states before the final norm, `(N, hidden)`, for flat tokens `(N,)`; with
+        `out_rows`, only those rows `(len(out_rows), hidden)`, in that order.
+
+        Rows nobody reads (a prompt being cached, committed tokens) still need their K/V in every
+        layer, but not the last layer's attention projection and MLP: `out_rows` skips those.
+        """
         x = self.embed(input_ids)
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, i, attend)
+            x = layer(x, cos, sin, i, attend, out_rows if i == last else None)
         return x
 
     def forward(
