@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="answer 413 above this body size")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds in-flight requests get to finish before they are aborted")
+    p.add_argument("--cache-refresh", type=int, default=None,
+                   help="cache_refresh of requests that leave it out: recompute the prefix K/V every N "
+                   "finished blocks, 0 = never (faster, further from exact); default 1")
     g = p.add_argument_group("engine")
     g.add_argument("--max-num-seqs", type=int, default=None, help="sequences denoised together")
     g.add_argument("--max-num-batched-tokens", type=int, default=None, help="query tokens per engine step")
@@ -109,6 +112,8 @@ def make_engine_factory(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cache_refresh is not None and args.cache_refresh < 0:
+        raise SystemExit(f"--cache-refresh must be a block count >= 0 (0 = never), got {args.cache_refresh}")
     settings = ServerSettings(
         served_model_name=served_name(args),
         model_path=None if args.model is None else str(args.model),
@@ -116,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         shutdown_timeout_s=args.shutdown_timeout,
+        default_cache_refresh=args.cache_refresh,
     )
     app = create_app(make_engine_factory(args), settings)
     config = uvicorn.Config(

@@ -82,6 +82,8 @@ class OpenAIServing:
             # with context_length_exceeded rather than an opaque max_tokens error.
             max_tokens = max(1, min(default_max, engine.model_config.max_length - prompt_len))
         extras = {k: getattr(req, k) for k in DIFFUSION_KEYS if getattr(req, k) is not None}
+        if "cache_refresh" not in extras and self.settings.default_cache_refresh is not None:
+            extras["cache_refresh"] = self.settings.default_cache_refresh
         params = DiffusionParams(
             max_tokens=max_tokens,
             temperature=0.0 if req.temperature is None else req.temperature,

@@ -108,3 +108,24 @@ def test_union_errors_name_the_field_not_the_branch():
     assert err.param == "stop"
     err = _validation_api_error(CompletionRequest, {"prompt": [1, "a"]})
     assert err.param.startswith("prompt")
+
+
+def test_server_default_cache_refresh_applies_only_when_the_request_leaves_it_out():
+    """`serve --cache-refresh N` fills requests without the field; an explicit value wins."""
+    from diffuserve.engine.async_engine import AsyncEngine
+    from diffuserve.server.metrics import ServerMetrics
+    from diffuserve.server.openai.serving import OpenAIServing
+    from diffuserve.server.state import ServerSettings, ServerState
+
+    state = ServerState(lambda: None)
+    state.engine = AsyncEngine.from_pretrained(None)  # the built-in model; the loop is never started
+
+    def params(default, **fields):
+        settings = ServerSettings(served_model_name="m", default_cache_refresh=default)
+        serving = OpenAIServing(state, settings, ServerMetrics("m", lambda: None))
+        return serving.make_params(chat(**fields), 8, 8, prompt_len=4)
+
+    assert params(None).cache_refresh == 1  # the engine's default
+    assert params(0).cache_refresh == 0
+    assert params(3).cache_refresh == 3
+    assert params(0, cache_refresh=2).cache_refresh == 2
