@@ -31,3 +31,24 @@ def test_bench_offline_tiny_shape(tmp_path, capsys):
     assert by[("schedule", 1)]["tokens_per_step"] == 2.0  # 16 tokens in 8 steps
     assert all(r["tokens_per_s"] > 0 and r["peak_mem_mib"] > 0 for r in rows)
     assert "x ref" in capsys.readouterr().out
+
+
+def test_bench_offline_refresh_variants_and_dtype_noise_floor(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    bench_offline.add_arguments(parser)
+    out = tmp_path / "bench.json"
+    args = parser.parse_args([
+        "--shape", "tiny", "--num-prompts", "2", "--no-reference", "--max-tokens", "32",
+        "--block-length", "16", "--steps", "1", "--concurrency", "2", "--device", "cpu",
+        "--modes", "schedule,exact", "--cache-refresh", "0,1", "--compare-dtype", "bfloat16",
+        "--kv-cache-memory", "16MiB", "--json", str(out),
+    ])  # fmt: skip
+    assert bench_offline.run(args) == 0
+    rows = {r["run"]: r for r in json.loads(out.read_text())}
+    assert list(rows) == ["schedule:r0", "schedule:r1", "exact", "exact-bfloat16"]
+    # One step per block with a refresh at every block computes exactly what exact mode does.
+    assert rows["schedule:r1"]["agreement_with_exact"] == 1.0
+    assert 0.0 <= rows["exact-bfloat16"]["agreement_with_exact"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "agreement with exact mode by answer block (0-15, 16-31)" in printed
+    assert "schedule:r1 c=2   1.000 / 1.000" in printed
