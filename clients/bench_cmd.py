@@ -19,10 +19,14 @@ from .bench_stats import summarize
 HELP = ("Load generator: closed loop at --concurrency or open loop at a Poisson --rate; reports req/s, "
         "output tokens/s, time to first block, latency percentiles, tokens per step, errors.")
 
+def _int_or_auto(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else int(text)
+
+
 # CLI flag -> request body field (None values are not sent: the server's default applies).
 EXTRA_FIELDS = {
     "block_length": int, "steps": int, "threshold": float, "remasking": str, "cache": str,
-    "cache_refresh": int,
+    "cache_refresh": _int_or_auto,
     "canvas": str, "cfg_scale": float, "think_boost": float, "think_power": float,
     "temperature": float, "seed": int,
 }

@@ -17,7 +17,7 @@ import torch
 from .bench_workload import MemoryMeter, RunStats, agreement, random_prompts, run_engine, run_reference
 from .engine_config import EngineConfig, parse_bytes, resolve_device, resolve_dtype
 from .llm_engine import LLMEngine
-from .params import DiffusionParams
+from .params import DiffusionParams, parse_cache_refresh
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="steps per block (default: block length)")
     p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--cache-refresh", default="1",
-                   help="comma-separated cache_refresh values for the prefix modes (blocks between "
-                   "full K/V recomputes, 0 = never); each value is its own run")
+    p.add_argument("--cache-refresh", default="auto",
+                   help="comma-separated cache_refresh values for the prefix modes ('auto', or blocks "
+                   "between full K/V recomputes, 0 = never); each value is its own run")
     p.add_argument("--concurrency", default="1,8,16,32", help="comma-separated concurrency levels")
     p.add_argument("--modes", default="schedule,threshold,exact",
                    help="engine modes among schedule, threshold, exact")
@@ -128,7 +128,7 @@ def run(args) -> int:
         "threshold": base.replace(threshold=args.threshold),
         "exact": base.replace(cache="none"),
     }
-    refreshes = [int(r) for r in args.cache_refresh.split(",")]
+    refreshes = [parse_cache_refresh(r) for r in args.cache_refresh.split(",")]
     for mode in modes:
         variants = [(mode, plans[mode])]
         if mode != "exact" and len(refreshes) > 1:  # one run per refresh interval, named by it

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from .params import parse_cache_refresh
+
 HELP = "Generate a completion for one prompt with the engine (built-in model when --model is absent)."
 
 
@@ -36,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     s.add_argument("--cache", choices=["prefix", "none"], default="prefix",
                    help="prefix KV cache, or none (exact: recompute the canvas every step)")
-    s.add_argument("--cache-refresh", type=int, default=1,
-                   help="prefix cache: recompute the cached K/V every N finished blocks (0 = never)")
+    s.add_argument("--cache-refresh", type=parse_cache_refresh, default="auto",
+                   help="prefix cache: 'auto', or recompute the K/V every N finished blocks (0 = never)")
     m = p.add_argument_group("model")
     m.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

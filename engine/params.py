@@ -35,9 +35,11 @@ class DiffusionParams:
     stop_token_ids: tuple[int, ...] = ()  # in addition to the model's stop ids
     stop: tuple[str, ...] = ()
     cache: Literal["prefix", "none"] = "prefix"
-    # Prefix mode: every `cache_refresh` finished blocks, the next block's first step recomputes
-    # the K/V of every committed token (Fast-dLLM's block-boundary refresh); 0 = never refresh.
-    cache_refresh: int = 1
+    # Prefix mode: when a block finishes, the next block's first step may recompute the K/V of
+    # every committed token (Fast-dLLM's block-boundary refresh). N >= 1: after every N finished
+    # blocks; 0: never; "auto": once the denoising work since the last refresh has reached a
+    # refresh's own cost (the sequence length), so refreshes never take more than half the compute.
+    cache_refresh: int | Literal["auto"] = "auto"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -90,9 +92,11 @@ class DiffusionParams:
             raise ParamError("think_power", f"think_power must be in (0, 16], got {self.think_power}")
         if self.cache not in ("prefix", "none"):
             raise ParamError("cache", f"cache must be 'prefix' or 'none', got {self.cache!r}")
-        if not 0 <= self.cache_refresh <= 1_000_000:
-            raise ParamError("cache_refresh", f"cache_refresh must be a block count >= 0 (0 = never), "
-                             f"got {self.cache_refresh}")
+        if self.cache_refresh != "auto" and not (
+            isinstance(self.cache_refresh, int) and 0 <= self.cache_refresh <= 1_000_000
+        ):
+            raise ParamError("cache_refresh", f"cache_refresh must be 'auto' or a block count >= 0 "
+                             f"(0 = never), got {self.cache_refresh!r}")
         for t in self.stop_token_ids:
             if not 0 <= t < model.vocab_size:
                 raise ParamError("stop_token_ids", f"stop token id {t} is outside the vocabulary")
@@ -118,6 +122,11 @@ class DiffusionParams:
 
     def replace(self, **changes) -> DiffusionParams:
         return replace(self, **changes)
+
+
+def parse_cache_refresh(text: str) -> int | str:
+    """'auto' or a block count, from a command-line flag."""
+    return "auto" if text.strip().lower() == "auto" else int(text)
 
 
 def transfer_schedule(num_masked: int, steps: int) -> list[int]:

@@ -74,6 +74,7 @@ class Sequence:
         self.future_len = 0
         self.pages: list[int] = []
         self.num_cached = 0
+        self.work_since_refresh = 0  # denoising query tokens (block + masks) since the cache was built
         self.finish_reason: str | None = None
         self.error: str | None = None
         self.aborted = False
@@ -104,12 +105,19 @@ class Sequence:
         self.block_step = 0
         self.schedule = transfer_schedule(n, block_steps(p, n))
         self.future_len = p.max_tokens - len(self.answer) - n if p.canvas == "fixed" else 0
-        if self.num_blocks and p.cache_refresh and self.num_blocks % p.cache_refresh == 0:
+        if self.num_blocks and self._refresh_due():
             # Refresh: the cached K/V saw the tokens of the step that cached them, never the blocks
             # decoded since. Forgetting the cache makes this block's first step recompute every
             # committed token beside the new masks, exactly as exact mode does; pages are kept
             # and their slots overwritten.
             self.num_cached = 0
+            self.work_since_refresh = 0
+
+    def _refresh_due(self) -> bool:
+        every = self.params.cache_refresh
+        if every == "auto":  # a refresh costs about len(committed) query tokens
+            return self.work_since_refresh >= len(self.committed)
+        return bool(every) and self.num_blocks % every == 0
 
     def complete_block(self) -> tuple[list[int], bool]:
         """Move the decoded block into the answer. Returns (its tokens kept, hit a stop id)."""
@@ -171,6 +179,7 @@ class Sequence:
         if not plan.denoise:
             return False
         assert new_block is not None
+        self.work_since_refresh += len(plan.token_ids) - plan.block_offset
         self.block = new_block
         self.block_step += 1
         self.num_steps += 1
@@ -182,6 +191,7 @@ class Sequence:
     def preempt(self) -> None:
         """Forget the cache (pages are freed by the caller); decoding state is kept."""
         self.num_cached = 0
+        self.work_since_refresh = 0
         self.num_preemptions += 1
         self.status = SeqStatus.WAITING
 

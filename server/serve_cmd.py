@@ -48,9 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="answer 413 above this body size")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds in-flight requests get to finish before they are aborted")
-    p.add_argument("--cache-refresh", type=int, default=None,
-                   help="cache_refresh of requests that leave it out: recompute the prefix K/V every N "
-                   "finished blocks, 0 = never (faster, further from exact); default 1")
+    p.add_argument("--cache-refresh", default=None,
+                   help="cache_refresh of requests that leave it out: 'auto' (the default: refresh once "
+                   "the denoising work since the last refresh reaches its cost), N (every N finished "
+                   "blocks) or 0 (never: faster, further from exact)")
     g = p.add_argument_group("engine")
     g.add_argument("--max-num-seqs", type=int, default=None, help="sequences denoised together")
     g.add_argument("--max-num-batched-tokens", type=int, default=None, help="query tokens per engine step")
@@ -111,9 +112,22 @@ def make_engine_factory(args: argparse.Namespace):
     return factory
 
 
+def cache_refresh_default(text: str | None) -> int | str | None:
+    """--cache-refresh: None (the engine's default), 'auto' or a block count >= 0."""
+    if text is None:
+        return None
+    from diffuserve.engine.params import parse_cache_refresh
+
+    try:
+        value = parse_cache_refresh(text)
+    except ValueError:
+        value = -1
+    if value != "auto" and value < 0:
+        raise SystemExit(f"--cache-refresh must be 'auto' or a block count >= 0, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.cache_refresh is not None and args.cache_refresh < 0:
-        raise SystemExit(f"--cache-refresh must be a block count >= 0 (0 = never), got {args.cache_refresh}")
     settings = ServerSettings(
         served_model_name=served_name(args),
         model_path=None if args.model is None else str(args.model),
@@ -121,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         shutdown_timeout_s=args.shutdown_timeout,
-        default_cache_refresh=args.cache_refresh,
+        default_cache_refresh=cache_refresh_default(args.cache_refresh),
     )
     app = create_app(make_engine_factory(args), settings)
     config = uvicorn.Config(

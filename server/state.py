@@ -26,7 +26,7 @@ class ServerSettings:
     default_chat_max_tokens: int = 512  # OpenAI chat default is "the rest of the context"; we cap it
     default_completion_max_tokens: int = 16  # OpenAI's documented default for /v1/completions
     max_prompts_times_n: int = 64  # /v1/completions: len(prompt list) * n
-    default_cache_refresh: int | None = None  # for requests without cache_refresh; None: the engine's
+    default_cache_refresh: int | str | None = None  # for requests without cache_refresh; None: the engine's
 
 
 class ServerState:

@@ -8,7 +8,7 @@ refused with a 400 naming the field (`unsupported_fields`), never silently dropp
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,9 +30,9 @@ class DiffusionFields(BaseModel):
     )
     remasking: Literal["low_confidence", "random"] | None = None
     cache: Literal["prefix", "none"] | None = Field(None, description="'none' = exact mode (no KV reuse)")
-    cache_refresh: int | None = Field(
-        None, ge=0, le=1_000_000,
-        description="prefix mode: recompute the cached K/V every N finished blocks; 0 = never",
+    cache_refresh: Annotated[int, Field(ge=0, le=1_000_000)] | Literal["auto"] | None = Field(
+        None, description="prefix mode: recompute the cached K/V every N finished blocks; 0 = never; "
+        "'auto' (default) = once the denoising work since the last refresh reaches its cost",
     )
     canvas: Literal["variable", "fixed"] | None = Field(
         None, description="'variable' grows one block at a time (iLLaDA); 'fixed' = LLaDA gen_length canvas"

@@ -56,6 +56,35 @@ def test_refresh_interval_recomputes_from_position_zero_at_due_blocks_only(every
     assert all(s > 0 for s in starts[1::2])  # later steps of a block read the cache
 
 
+def test_auto_refresh_waits_until_the_denoising_work_pays_for_it():
+    """'auto': a refresh costs about len(committed) query tokens, so it comes once the block tokens
+    computed since the last one reach that. Prompt 40, blocks of 8 in 2 steps: 16 tokens of work a
+    block against a sequence that grows 8 a block."""
+    model, cfg = tiny_model("illada", seed=24)
+    ps = prompts((40,), seed=24)
+    params = DiffusionParams(max_tokens=96, block_length=8, steps=2, suppress_eos=True,
+                             stop_token_ids=(), cache_refresh="auto")
+    starts = _query_starts(engine(model, cfg.with_overrides(stop_token_ids=[])), ps, params)
+    assert len(starts) == 24
+    refreshed = [b for b, s in enumerate(starts[0::2]) if s == 0]
+    # Block b starts with 40 + 8b committed tokens and 16 tokens of work per block since the last
+    # refresh: 16 * 5 >= 80 at block 5; then 16 * (b - 5) >= 40 + 8b only from block 15.
+    assert refreshed == [0, 5]
+    assert all(s > 0 for s in starts[1::2])
+
+
+def test_auto_refresh_is_every_block_when_blocks_outweigh_the_sequence():
+    """Many steps per block and a short prompt: 'auto' refreshes at every block, so it decodes
+    exactly as cache_refresh=1 does."""
+    model, cfg = tiny_model("dream", seed=25)
+    ps = prompts((6, 12), seed=25)
+    params = DiffusionParams(max_tokens=32, block_length=8, steps=8, stop_token_ids=())
+    auto = engine(model, cfg).generate(ps, params.replace(cache_refresh="auto"))
+    every = engine(model, cfg).generate(ps, params.replace(cache_refresh=1))
+    assert [a.token_ids for a in auto] == [e.token_ids for e in every]
+    assert DiffusionParams().cache_refresh == "auto"
+
+
 def test_refresh_of_a_long_sequence_is_chunked_and_frees_pages():
     model, cfg = tiny_model("illada", seed=23)
     ps = prompts((70, 9), seed=23)
@@ -66,7 +95,8 @@ def test_refresh_of_a_long_sequence_is_chunked_and_frees_pages():
     assert eng.stats().kv_pages_used == 0
 
 
-def test_cache_refresh_must_be_a_block_count():
+@pytest.mark.parametrize("bad", [-1, "sometimes", 1.5])
+def test_cache_refresh_must_be_auto_or_a_block_count(bad):
     with pytest.raises(ParamError) as e:
-        DiffusionParams(cache_refresh=-1).validate(tiny_config(), 4)
+        DiffusionParams(cache_refresh=bad).validate(tiny_config(), 4)
     assert e.value.param == "cache_refresh"

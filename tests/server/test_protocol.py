@@ -75,6 +75,7 @@ def _validation_api_error(model, body) -> APIError:
         ({"messages": MSG, "remasking": "sometimes"}, "remasking"),
         ({"messages": MSG, "cache": "disk"}, "cache"),
         ({"messages": MSG, "cache_refresh": -1}, "cache_refresh"),
+        ({"messages": MSG, "cache_refresh": "sometimes"}, "cache_refresh"),
         ({"messages": MSG, "canvas": "round"}, "canvas"),
         ({"messages": MSG, "cfg_scale": -1}, "cfg_scale"),
         ({"messages": MSG, "think_power": 0}, "think_power"),
@@ -125,7 +126,8 @@ def test_server_default_cache_refresh_applies_only_when_the_request_leaves_it_ou
         serving = OpenAIServing(state, settings, ServerMetrics("m", lambda: None))
         return serving.make_params(chat(**fields), 8, 8, prompt_len=4)
 
-    assert params(None).cache_refresh == 1  # the engine's default
+    assert params(None).cache_refresh == "auto"  # the engine's default
     assert params(0).cache_refresh == 0
     assert params(3).cache_refresh == 3
     assert params(0, cache_refresh=2).cache_refresh == 2
+    assert params(0, cache_refresh="auto").cache_refresh == "auto"
