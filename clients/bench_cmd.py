@@ -19,6 +19,7 @@ from .bench_stats import summarize
 HELP = ("Load generator: closed loop at --concurrency or open loop at a Poisson --rate; reports req/s, "
         "output tokens/s, time to first block, latency percentiles, tokens per step, errors.")
 
+
 def _int_or_auto(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else int(text)
 

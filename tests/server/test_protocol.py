@@ -131,3 +131,14 @@ def test_server_default_cache_refresh_applies_only_when_the_request_leaves_it_ou
     assert params(3).cache_refresh == 3
     assert params(0, cache_refresh=2).cache_refresh == 2
     assert params(0, cache_refresh="auto").cache_refresh == "auto"
+
+
+def test_serve_cache_refresh_flag():
+    from diffuserve.server.serve_cmd import cache_refresh_default
+
+    assert cache_refresh_default(None) is None
+    assert cache_refresh_default("auto") == "auto"
+    assert cache_refresh_default("2") == 2
+    for bad in ("-1", "often"):
+        with pytest.raises(SystemExit, match="--cache-refresh"):
+            cache_refresh_default(bad)
