@@ -132,7 +132,12 @@ class LLMEngine:
                 log.exception("request %s failed after the step", seq.request_id)
                 outputs.append(self._fail(seq, f"{type(exc).__name__}: {exc}"))
         self.num_committed += sum(committed)
-        stats = StepStats(time.perf_counter() - t0, len(batch), result.num_query_tokens, committed)
+        paged = [(seq, plan) for seq, plan in batch if plan.paged]
+        stats = StepStats(
+            time.perf_counter() - t0, len(batch), result.num_query_tokens, committed,
+            num_cache_tokens=sum(plan.num_to_cache for _, plan in paged),
+            num_recomputes=sum(plan.start_pos == 0 and seq.num_blocks > 0 for seq, plan in paged),
+        )
         for fn in self.listeners:
             try:
                 fn(stats)

@@ -37,6 +37,12 @@ class StepStats:
     num_seqs: int
     num_query_tokens: int
     tokens_committed: list[int] = field(default_factory=list)  # per denoising sequence
+    # Query tokens written to the KV cache as committed tokens (prompt chunks, finished blocks,
+    # refreshes); the rest of num_query_tokens is block/mask tokens and exact-mode canvases.
+    num_cache_tokens: int = 0
+    # Sequences whose cache of an already decoded answer was rebuilt from position 0 this step
+    # (cache refreshes, and recoveries after preemption).
+    num_recomputes: int = 0
 
 
 @dataclass

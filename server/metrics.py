@@ -84,11 +84,23 @@ class ServerMetrics:
         self.denoising_steps = Counter("diffuserve_denoising_steps", "denoising steps summed over requests",
                                        ["model"], registry=r)
         self.engine_steps = Counter("diffuserve_engine_steps", "engine steps", ["model"], registry=r)
+        self.query_tokens = Counter(
+            "diffuserve_engine_query_tokens", "tokens through the model: kind=cache (committed tokens "
+            "computed into the KV cache: prompts, finished blocks, refreshes), kind=block (masked "
+            "blocks and exact-mode canvases)", ["model", "kind"], registry=r,
+        )
+        self.cache_recomputes = Counter(
+            "diffuserve_cache_recomputes", "prefix caches rebuilt from position 0 after an answer "
+            "block (cache_refresh, or recovery after preemption)", ["model"], registry=r,
+        )
         r.register(_EngineStatsCollector(model, stats))
         # Bound children: label lookups off the hot path.
         self._step_duration = self.step_duration.labels(model)
         self._tokens_per_step = self.tokens_per_step.labels(model)
         self._engine_steps = self.engine_steps.labels(model)
+        self._cache_tokens = self.query_tokens.labels(model, "cache")
+        self._block_tokens = self.query_tokens.labels(model, "block")
+        self._recomputes = self.cache_recomputes.labels(model)
 
     def count(self, status: int, finish_reason: str, n: int = 1) -> None:
         self.requests.labels(self.model, str(status), finish_reason).inc(n)
@@ -97,6 +109,9 @@ class ServerMetrics:
         """Engine-thread listener: called after every engine step."""
         self._step_duration.observe(step.duration_s)
         self._engine_steps.inc()
+        self._cache_tokens.inc(step.num_cache_tokens)
+        self._block_tokens.inc(step.num_query_tokens - step.num_cache_tokens)
+        self._recomputes.inc(step.num_recomputes)
         for committed in step.tokens_committed:
             self._tokens_per_step.observe(committed)
 

@@ -52,6 +52,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int]] = [
         (f"sum(rate(diffuserve_engine_steps_total{SEL}[$__rate_interval]))", "engine steps/s"),
         (f"sum(rate(diffuserve_denoising_steps_total{SEL}[$__rate_interval]))", "request denoising steps/s"),
         (f"sum(rate(diffuserve_preemptions_total{SEL}[$__rate_interval]))", "preemptions/s"),
+        (f"sum(rate(diffuserve_cache_recomputes_total{SEL}[$__rate_interval]))", "cache recomputes/s"),
     ], 8),
     ("Errors", "reqps", [
         ('sum by (status) (rate(diffuserve_requests_total{model=~"$model", status!~"2.."}'
@@ -63,6 +64,12 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int]] = [
         (f'sum(rate(diffuserve_requests_total{{model=~"$model", status=~"5.."}}[$__rate_interval])) / '
          f"clamp_min(sum(rate(diffuserve_requests_total{SEL}[$__rate_interval])), 1e-9)", "5xx ratio"),
     ], 12),
+    # What the model computes: masked blocks, against committed tokens computed into the KV cache
+    # (prompts, finished blocks, cache refreshes). A growing cache share means refreshes or long
+    # prompts dominate; cache_refresh trades it against agreement with exact mode.
+    ("Model tokens by kind", "tokens/s", [
+        (f"sum by (kind) (rate(diffuserve_engine_query_tokens_total{SEL}[$__rate_interval]))", "{{kind}}"),
+    ], 24),
 ]
 
 

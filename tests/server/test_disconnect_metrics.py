@@ -101,6 +101,14 @@ def test_metrics_move_after_requests(server):
     assert delta("diffuserve_engine_step_duration_seconds_count") >= r.json()["diffusion"]["steps"]
     # Every committed token is seen once by the per-step histogram.
     assert delta("diffuserve_tokens_committed_per_step_sum") >= usage["completion_tokens"]
+    # Two blocks of 8 in 8 steps each: 128 block tokens. The cache takes the prompt, then at the
+    # second block the default 'auto' refresh (64 tokens of work >= the sequence) recomputes the
+    # prompt and the first block from position 0.
+    prompt = usage["prompt_tokens"]
+    assert usage["completion_tokens"] == 16
+    assert delta("diffuserve_engine_query_tokens_total", kind="block") == 128
+    assert delta("diffuserve_engine_query_tokens_total", kind="cache") == prompt + (prompt + 8)
+    assert delta("diffuserve_cache_recomputes_total") == 1
     assert metric(after, "diffuserve_kv_cache_pages_total") > 0
     assert 0.0 <= metric(after, "diffuserve_kv_cache_usage_ratio") <= 1.0
     text = httpx.get(server.base_url + "/metrics").text
