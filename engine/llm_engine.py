@@ -112,6 +112,10 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if not batch:
             return []
+        # Read before the bookkeeping below: a block finishing in this step bumps seq.num_blocks.
+        paged = [(seq, plan) for seq, plan in batch if plan.paged]
+        num_cache_tokens = sum(plan.num_to_cache for _, plan in paged)
+        num_recomputes = sum(plan.start_pos == 0 and seq.num_blocks > 0 for seq, plan in paged)
         result = self._run_isolated(batch)
         self.num_forwards += 1
         outputs: list[BlockOutput] = []
@@ -132,12 +136,8 @@ class LLMEngine:
                 log.exception("request %s failed after the step", seq.request_id)
                 outputs.append(self._fail(seq, f"{type(exc).__name__}: {exc}"))
         self.num_committed += sum(committed)
-        paged = [(seq, plan) for seq, plan in batch if plan.paged]
-        stats = StepStats(
-            time.perf_counter() - t0, len(batch), result.num_query_tokens, committed,
-            num_cache_tokens=sum(plan.num_to_cache for _, plan in paged),
-            num_recomputes=sum(plan.start_pos == 0 and seq.num_blocks > 0 for seq, plan in paged),
-        )
+        stats = StepStats(time.perf_counter() - t0, len(batch), result.num_query_tokens, committed,
+                          num_cache_tokens=num_cache_tokens, num_recomputes=num_recomputes)
         for fn in self.listeners:
             try:
                 fn(stats)

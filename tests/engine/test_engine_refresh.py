@@ -100,3 +100,23 @@ def test_cache_refresh_must_be_auto_or_a_block_count(bad):
     with pytest.raises(ParamError) as e:
         DiffusionParams(cache_refresh=bad).validate(tiny_config(), 4)
     assert e.value.param == "cache_refresh"
+
+
+@pytest.mark.parametrize(("every", "recomputes"), [(0, 0), (1, 3)])
+def test_step_stats_count_cache_tokens_and_recomputes(every, recomputes):
+    """One step per block, so each first step also finishes its block: the recompute count must
+    come from the plan as scheduled, not from the sequence after its block is done."""
+    model, cfg = tiny_model("illada", seed=26)
+    ps = prompts((10,), seed=26)
+    params = DiffusionParams(max_tokens=32, block_length=8, steps=1, suppress_eos=True,
+                             stop_token_ids=(), cache_refresh=every)
+    eng = engine(model, cfg.with_overrides(stop_token_ids=[]))
+    steps = []
+    eng.listeners.append(steps.append)
+    eng.generate(ps, params)
+    assert len(steps) == 4
+    assert sum(s.num_recomputes for s in steps) == recomputes
+    # Cached: the prompt, then each finished block alone (0) or the whole sequence again (1).
+    cached = 10 + (8 * 3 if every == 0 else (18 + 26 + 34))
+    assert sum(s.num_cache_tokens for s in steps) == cached
+    assert all(s.num_query_tokens - s.num_cache_tokens == 8 for s in steps)
