@@ -20,6 +20,7 @@ HELP = ("Load generator: closed loop at --concurrency or open loop at a Poisson 
         "output tokens/s, time to first block, latency percentiles, tokens per step, errors.")
 
 
+# The engine's parse_cache_refresh is not imported: the client package must not pull in torch.
 def _int_or_auto(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else int(text)
 

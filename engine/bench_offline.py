@@ -131,10 +131,9 @@ def run(args) -> int:
     refreshes = [parse_cache_refresh(r) for r in args.cache_refresh.split(",")]
     for mode in modes:
         variants = [(mode, plans[mode])]
-        if mode != "exact" and len(refreshes) > 1:  # one run per refresh interval, named by it
-            variants = [(f"{mode}:r{r}", plans[mode].replace(cache_refresh=r)) for r in refreshes]
-        elif mode != "exact":
-            variants = [(mode, plans[mode].replace(cache_refresh=refreshes[0]))]
+        if mode != "exact":  # one run per refresh policy, named by it when there are several
+            variants = [(f"{mode}:r{r}" if len(refreshes) > 1 else mode, plans[mode].replace(cache_refresh=r))
+                        for r in refreshes]
         for name, params in variants:
             for c in [exact_c] if mode == "exact" else levels:
                 stats = run_engine(engine, name, prompts, params, c, meter)

@@ -125,8 +125,13 @@ class DiffusionParams:
 
 
 def parse_cache_refresh(text: str) -> int | str:
-    """'auto' or a block count, from a command-line flag."""
-    return "auto" if text.strip().lower() == "auto" else int(text)
+    """'auto' or a block count >= 0, from a command-line flag (ValueError otherwise)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"cache_refresh must be 'auto' or a block count >= 0, got {text!r}")
+    return value
 
 
 def transfer_schedule(num_masked: int, steps: int) -> list[int]:

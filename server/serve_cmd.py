@@ -119,12 +119,9 @@ def cache_refresh_default(text: str | None) -> int | str | None:
     from diffuserve.engine.params import parse_cache_refresh
 
     try:
-        value = parse_cache_refresh(text)
+        return parse_cache_refresh(text)
     except ValueError:
-        value = -1
-    if value != "auto" and value < 0:
-        raise SystemExit(f"--cache-refresh must be 'auto' or a block count >= 0, got {text!r}")
-    return value
+        raise SystemExit(f"--cache-refresh must be 'auto' or a block count >= 0, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
