@@ -19,6 +19,7 @@ from .params import DiffusionParams, ParamError
 from .reference import think_token_ids
 from .runner import ModelRunner, StepResult
 from .scheduler import Scheduler
+from .scoring import ScoreParams, ScoringSequence
 from .sequence import Sequence, StepPlan
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,18 @@ class LLMEngine:
         self.scheduler.add(seq)
         return seq
 
+    def add_score_request(self, request_id: str, prompt_ids: list[int], candidate_ids: list[int],
+                          params: ScoreParams, arrival_time: float | None = None) -> ScoringSequence:
+        """Queue one candidate continuation to score (`scoring.py`); it is scheduled with the
+        generation requests, in exact mode. ParamError for bad input, ValueError for a reused id."""
+        params.validate(self.cfg, prompt_ids, candidate_ids)
+        if request_id in self.seqs:
+            raise ValueError(f"request id {request_id!r} is already running")
+        seq = ScoringSequence(request_id, prompt_ids, candidate_ids, params, self.cfg, arrival_time)
+        self.seqs[request_id] = seq
+        self.scheduler.add(seq)
+        return seq
+
     def abort(self, request_id: str) -> BlockOutput | None:
         """Finish a request now with "abort" and free its pages; None when it is unknown."""
         seq = self.seqs.get(request_id)
@@ -125,6 +138,10 @@ class LLMEngine:
                 outputs.append(self._fail(seq, result.failed[i]))
                 continue
             try:
+                if plan.score_rows is not None:  # a scoring sequence (scoring.py)
+                    if seq.apply(plan, result.new_blocks[i]):
+                        outputs.append(self._score_done(seq))
+                    continue
                 masks_before = seq.block.count(seq.mask_id)
                 done = seq.apply(plan, result.new_blocks[i])
                 if plan.denoise:
@@ -175,6 +192,13 @@ class LLMEngine:
             return self._retire(seq, kept, delta)
         seq.start_block()
         return self._output(seq, kept, delta)
+
+    def _score_done(self, seq: ScoringSequence) -> BlockOutput:
+        seq.first_block_time = time.monotonic()
+        seq.finish("stop")
+        out = self._retire(seq, [], "")
+        out.score = seq.result
+        return out
 
     def _fail(self, seq: Sequence, error: str) -> BlockOutput:
         seq.finish("error", error)

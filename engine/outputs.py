@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .scoring import CandidateScore
 
 FinishReason = Literal["stop", "length", "abort", "error"]
 
@@ -23,6 +26,7 @@ class BlockOutput:
     blocks: int = 0
     queue_time_s: float = 0.0  # arrival -> first scheduled
     first_block_time_s: float | None = None  # arrival -> first block emitted
+    score: CandidateScore | None = None  # a scoring request's result (scoring.py), on its last output
 
     @property
     def tokens_per_step(self) -> float:

@@ -15,12 +15,15 @@ from .attention import AttentionBackend, Segment
 from .attention.base import to_device
 from .config import ModelConfig
 from .denoise import Denoiser
+from .scoring import row_scores
 from .sequence import Sequence, StepPlan
 
 
 @dataclass
 class StepResult:
-    new_blocks: list[list[int] | None]  # per batch entry: the block after this step (None: prefill only)
+    # per batch entry: the block after this step (None: prefill only); for a scoring entry, the
+    # (log-prob, is-argmax) pair of each of its `plan.score_rows`
+    new_blocks: list[list | None]
     failed: list[str | None]  # per batch entry: why it failed (non-finite logits), else None
     num_query_tokens: int
 
@@ -69,7 +72,18 @@ class ModelRunner:
             rows = self.denoiser.prepare(work)
         else:
             out_rows = torch.empty(0, dtype=torch.long, device=dev)  # prefill only: no output rows
+        score_idx = [i for i in range(len(batch)) if batch[i][1].score_rows is not None]
+        if score_idx:  # scoring rows leave the last layer after the denoising ones
+            score_rows = to_device([starts[i] + r for i in score_idx for r in batch[i][1].score_rows],
+                                   torch.long, dev)
+            score_targets = to_device([t for i in score_idx for t in batch[i][1].score_targets],
+                                      torch.long, dev)
+            out_rows = torch.cat([out_rows, score_rows])
         hidden = self.model.forward_flat(ids_t, pos_t, self.backend.attend, out_rows)  # (len(out_rows), d)
+        if score_idx:
+            n_score = score_rows.numel()
+            hidden, score_hidden = hidden[: hidden.shape[0] - n_score], hidden[hidden.shape[0] - n_score :]
+            scored = row_scores(self.model.logits(score_hidden), score_targets, self.cfg.mask_token_id)
 
         new_blocks: list[list[int] | None] = [None] * len(batch)
         failed: list[str | None] = [None] * len(batch)
@@ -87,6 +101,17 @@ class ModelRunner:
                 if any(bad_h[r0 : r0 + r]):
                     failed[i] = "non-finite logits (NaN) in the model output"
                 c0, r0 = c0 + n, r0 + r
+        if score_idx:
+            # A second, small host copy (the canvas copy above already waited for the device).
+            scored_h = scored.cpu().tolist()
+            r0 = 0
+            for i in score_idx:
+                r = len(batch[i][1].score_rows)
+                rows = [(lp, g > 0.5) for lp, g in scored_h[r0 : r0 + r]]
+                if any(lp != lp for lp, _ in rows):  # NaN
+                    failed[i] = "non-finite logits (NaN) in the model output"
+                new_blocks[i] = rows
+                r0 += r
         return StepResult(new_blocks, failed, len(ids))
 
     def _head_rows(self, batch, work_idx, starts, uncond_starts):

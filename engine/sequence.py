@@ -43,6 +43,11 @@ class StepPlan:
     bias: tuple[int, float] | None = None  # </think> boost at the first masked position
     k: int = 0  # tokens to commit this step (schedule policy)
     uncond_token_ids: list[int] | None = None  # cfg_scale > 0: the prompt replaced by masks
+    # Scoring sequences (`scoring.py`): query rows whose log-prob of `score_targets` the runner
+    # returns, and the candidate positions they score. None for generation.
+    score_rows: list[int] | None = None
+    score_targets: list[int] = field(default_factory=list)
+    score_cols: list[int] = field(default_factory=list)
 
     @property
     def num_query_tokens(self) -> int:
