@@ -3,7 +3,9 @@
 The LLMEngine runs in one background thread; the event loop never waits on a forward. Requests
 and aborts reach that thread through a queue of commands; each request's BlockOutputs come back
 through its own asyncio.Queue, fed with `loop.call_soon_threadsafe`. Only the engine thread
-touches the LLMEngine after `start()`.
+touches the LLMEngine after `start()`: `generate` checks a request against the engine's
+`RequestLimits` (immutable, so safe from any thread) and `stats()` reads a snapshot the engine
+thread publishes after each step.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import torch
 
 from .engine_config import EngineConfig
-from .llm_engine import LLMEngine
+from .llm_engine import CheckedRequest, LLMEngine
 from .outputs import BlockOutput, EngineStats, StepStats
 from .params import DiffusionParams
+from .scoring import ScoreJob, ScoreParams
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,14 @@ class AsyncEngine:
         self.model_config = engine.cfg
         self.tokenizer = engine.tokenizer
         self.engine_config = engine.econf
+        self.limits = engine.limits
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sinks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
-        self._pending_adds = 0
+        self._pending_adds = 0  # queued in the inbox, not yet in the scheduler (counted as waiting)
+        self._stats = engine.stats()  # published by the engine thread (see _publish)
         self._accepting = False
         self._thread: threading.Thread | None = None
 
@@ -80,17 +86,21 @@ class AsyncEngine:
     # ---- requests -----------------------------------------------------------------------------
     def generate(self, request_id: str, prompt_ids: list[int], params: DiffusionParams
                  ) -> AsyncIterator[BlockOutput]:
-        """Validate now (ParamError raised here), queue the request, return its block stream."""
+        """Check now (ParamError raised here), queue the request, return its block stream."""
         if not self.is_ready:
             raise RuntimeError("the engine is not running (call start(), or it is shutting down)")
+        # The one model-dependent check of a request. It runs here, in the caller's thread, so a
+        # bad request fails before anything is queued (the server answers 400 at once); that is
+        # safe because RequestLimits holds only data fixed at construction, never the engine's
+        # live state. The engine thread then queues the CheckedRequest without checking again.
+        checked = self.limits.check(prompt_ids, params)
         with self._lock:
             if request_id in self._sinks:
                 raise ValueError(f"request id {request_id!r} is already running")
-            self.engine.check_request("", prompt_ids, params)  # ParamError before anything is queued
             q: asyncio.Queue = asyncio.Queue()
             self._sinks[request_id] = (asyncio.get_running_loop(), q)
             self._pending_adds += 1
-        self._inbox.put(("add", request_id, list(prompt_ids), params, time.monotonic()))
+        self._inbox.put(("add", request_id, checked, time.monotonic()))
         self._wake.set()
         return self._stream(request_id, q)
 
@@ -110,13 +120,30 @@ class AsyncEngine:
                     self._sinks.pop(request_id, None)
                 self._post(("abort", request_id))
 
+    def score(self, request_id: str, prompt_ids: list[int], candidate_ids: list[int], params: ScoreParams
+              ) -> AsyncIterator[BlockOutput]:
+        """Check now (ParamError raised here), queue one candidate to score (`scoring.py`); its
+        stream ends with one finished BlockOutput whose `score` is set."""
+        if not self.is_ready:
+            raise RuntimeError("the engine is not running (call start(), or it is shutting down)")
+        params.validate(self.model_config, prompt_ids, candidate_ids)  # immutable config: any thread
+        with self._lock:
+            if request_id in self._sinks:
+                raise ValueError(f"request id {request_id!r} is already running")
+            q: asyncio.Queue = asyncio.Queue()
+            self._sinks[request_id] = (asyncio.get_running_loop(), q)
+            self._pending_adds += 1
+        job = ScoreJob(list(prompt_ids), list(candidate_ids), params)
+        self._inbox.put(("add", request_id, job, time.monotonic()))
+        self._wake.set()
+        return self._stream(request_id, q)
+
     async def abort(self, request_id: str) -> None:
         self._post(("abort", request_id))
 
     def stats(self) -> EngineStats:
-        s = self.engine.stats()
-        s.waiting += self._pending_adds
-        return s
+        with self._lock:
+            return replace(self._stats, waiting=self._stats.waiting + self._pending_adds)
 
     def add_step_listener(self, fn: Callable[[StepStats], None]) -> None:
         self.engine.listeners.append(fn)
@@ -129,49 +156,66 @@ class AsyncEngine:
     def _run_loop(self) -> None:
         with torch.inference_mode():
             while not self._stop.is_set():
-                self._drain_inbox()
-                if not self.engine.has_unfinished():
+                outputs, added = self._drain_inbox()
+                if self.engine.has_unfinished():
+                    try:
+                        outputs += self.engine.step()
+                    except Exception as exc:  # a scheduler bug: fail the requests in flight, keep serving
+                        log.exception("engine step failed")
+                        failed = [self.engine.abort(rid) for rid in list(self.engine.seqs)]
+                        for out in failed:
+                            out.finish_reason, out.error = "error", f"engine step failed: {exc}"
+                        outputs += failed
+                self._publish(outputs, added)
+                if not self.engine.has_unfinished() and not outputs:
                     self._wake.wait(IDLE_WAIT_S)
                     self._wake.clear()
-                    continue
-                try:
-                    outputs = self.engine.step()
-                except Exception as exc:  # a scheduler bug: fail the requests in flight, keep serving
-                    log.exception("engine step failed")
-                    outputs = [self.engine.abort(rid) for rid in list(self.engine.seqs)]
-                    for out in outputs:
-                        out.finish_reason, out.error = "error", f"engine step failed: {exc}"
-                for out in outputs:
-                    if out is not None:
-                        self._deliver(out)
-            self._drain_inbox()
-            for rid in list(self.engine.seqs):
-                out = self.engine.abort(rid)
-                if out is not None:
-                    self._deliver(out)
+            outputs, added = self._drain_inbox()
+            outputs += [self.engine.abort(rid) for rid in list(self.engine.seqs)]
+            self._publish(outputs, added)
 
-    def _drain_inbox(self) -> None:
+    def _drain_inbox(self) -> tuple[list[BlockOutput], int]:
+        """Apply queued adds and aborts; (outputs to deliver, adds taken from the inbox)."""
+        outputs: list[BlockOutput] = []
+        added = 0
         while True:
             try:
                 cmd = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                return outputs, added
             if cmd[0] == "add":
-                _, rid, prompt, params, arrival = cmd
+                _, rid, checked, arrival = cmd
+                added += 1
                 with self._lock:
-                    self._pending_adds -= 1
                     wanted = rid in self._sinks  # the consumer may have gone already
-                if not wanted:
-                    continue
-                try:
-                    self.engine.add_request(rid, prompt, params, arrival_time=arrival)
-                except Exception as exc:  # validated already; an id clash or a bug
-                    self._deliver(BlockOutput(rid, [], "", finished=True, finish_reason="error",
-                                              error=f"{type(exc).__name__}: {exc}"))
+                if wanted:
+                    outputs += self._add(rid, checked, arrival)
             elif cmd[0] == "abort":
                 out = self.engine.abort(cmd[1])
                 if out is not None:
-                    self._deliver(out)
+                    outputs.append(out)
+
+    def _add(self, rid: str, checked: CheckedRequest, arrival: float) -> list[BlockOutput]:
+        try:
+            if isinstance(checked, ScoreJob):
+                self.engine.add_score_request(rid, *checked, arrival_time=arrival)
+            else:
+                self.engine.add_checked(checked, rid, arrival_time=arrival)
+        except Exception as exc:  # checked already; an id clash or a bug
+            return [BlockOutput(rid, [], "", finished=True, finish_reason="error",
+                                error=f"{type(exc).__name__}: {exc}")]
+        return []
+
+    def _publish(self, outputs: list[BlockOutput | None], added: int) -> None:
+        """Stats first, then the outputs: a consumer that sees its request finish also sees the
+        pages it freed. Adds leave the waiting count only once the snapshot counts them."""
+        stats = self.engine.stats()
+        with self._lock:
+            self._stats = stats
+            self._pending_adds -= added
+        for out in outputs:
+            if out is not None:
+                self._deliver(out)
 
     def _deliver(self, out: BlockOutput) -> None:
         with self._lock:

@@ -37,6 +37,46 @@ class RequestResult:
     blocks: int = 0
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A prompt and its parameters that passed `RequestLimits.check` (the only way to build one
+    that the engine trusts: `add_checked` does not check again)."""
+
+    prompt_ids: tuple[int, ...]
+    params: DiffusionParams
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The model-dependent checks of a request, on data fixed when the engine is built.
+
+    Nothing here changes after construction (the model config is frozen, the KV pool's size is
+    fixed), so any thread may call `check`: the AsyncEngine runs it in the event-loop thread and
+    raises ParamError at once, before anything is queued, while the LLMEngine itself stays the
+    engine thread's alone. Whether a request fits next to the others *now* is the scheduler's
+    business (it waits, or preempts), not a reason to refuse it.
+    """
+
+    model: ModelConfig
+    page_size: int
+    num_pages: int
+
+    def check(self, prompt_ids: list[int], params: DiffusionParams) -> CheckedRequest:
+        params.validate(self.model, len(prompt_ids))
+        vocab = self.model.vocab_size
+        bad = next((t for t in prompt_ids if not (isinstance(t, int) and 0 <= t < vocab)), None)
+        if bad is not None:
+            raise ParamError("prompt", f"token id {bad} is outside the vocabulary [0, {vocab})")
+        if params.cache != "none":
+            need = pages_for(len(prompt_ids) + params.max_tokens, self.page_size)
+            if need > self.num_pages:
+                raise ParamError(
+                    "max_tokens", f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) "
+                    f"needs {need} KV pages; the whole cache has {self.num_pages} "
+                    f"(raise --kv-cache-memory)", code="context_length_exceeded")
+        return CheckedRequest(tuple(prompt_ids), params)
+
+
 class LLMEngine:
     def __init__(self, model, cfg: ModelConfig, tokenizer=None, engine_config: EngineConfig | None = None):
         self.model = model
@@ -50,6 +90,7 @@ class LLMEngine:
         self.runner = ModelRunner(model, cfg, select_backend(econf.attention_backend, self.kv, self.device),
                                   self.device)
         self.scheduler = Scheduler(econf, self.kv)
+        self.limits = RequestLimits(cfg, self.kv.page_size, self.kv.num_pages)
         self.think_ids = think_token_ids(cfg, tokenizer)
         self.seqs: dict[str, Sequence] = {}
         self.listeners: list[Callable[[StepStats], None]] = []
@@ -68,25 +109,19 @@ class LLMEngine:
         return cls(loaded.model, loaded.config, loaded.tokenizer, econf)
 
     # ---- requests ---------------------------------------------------------------------------
-    def check_request(self, request_id: str, prompt_ids: list[int], params: DiffusionParams) -> None:
-        """Raise ParamError (or ValueError for a reused id) before anything is queued."""
-        params.validate(self.cfg, len(prompt_ids))
-        if any(not 0 <= t < self.cfg.vocab_size for t in prompt_ids):
-            raise ParamError("prompt", f"prompt token ids must be in [0, {self.cfg.vocab_size})")
-        if params.cache != "none":
-            need = pages_for(len(prompt_ids) + params.max_tokens, self.kv.page_size)
-            if need > self.kv.num_pages:
-                raise ParamError(
-                    "max_tokens", f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) "
-                    f"needs {need} KV pages; the whole cache has {self.kv.num_pages} "
-                    f"(raise --kv-cache-memory)", code="context_length_exceeded")
-        if request_id in self.seqs:
-            raise ValueError(f"request id {request_id!r} is already running")
-
     def add_request(self, request_id: str, prompt_ids: list[int], params: DiffusionParams,
                     arrival_time: float | None = None) -> Sequence:
-        self.check_request(request_id, prompt_ids, params)
-        seq = Sequence(request_id, prompt_ids, params, self.cfg, self.think_ids, arrival_time)
+        """Check the request against the model and the cache (ParamError), then queue it."""
+        return self.add_checked(self.limits.check(prompt_ids, params), request_id, arrival_time)
+
+    def add_checked(self, request: CheckedRequest, request_id: str,
+                    arrival_time: float | None = None) -> Sequence:
+        """Queue a request `limits.check` already accepted (the AsyncEngine checks in the caller's
+        thread, then hands it here on the engine thread); ValueError for an id already running."""
+        if request_id in self.seqs:
+            raise ValueError(f"request id {request_id!r} is already running")
+        seq = Sequence(request_id, list(request.prompt_ids), request.params, self.cfg, self.think_ids,
+                       arrival_time)
         self.seqs[request_id] = seq
         self.scheduler.add(seq)
         return seq

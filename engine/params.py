@@ -1,9 +1,20 @@
-"""Per-request diffusion sampling parameters, validated before they reach the engine."""
+"""Per-request diffusion sampling parameters, validated when they are built.
+
+Two kinds of checks, each run once:
+- model-independent ranges (temperature, block_length, ...) run in `DiffusionParams.__post_init__`,
+  so an instance that exists is in range. The ranges are the `BOUNDS` below: the HTTP schema
+  (`server/openai/protocol.py`) builds its field limits from the same objects, so the API, its
+  OpenAPI document and the engine cannot disagree;
+- model-dependent checks (prompt length against the context, stop ids against the vocabulary)
+  are `validate(model, prompt_len)`; the engine adds the vocabulary and KV-capacity checks
+  (`LLMEngine.limits`).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from .config import ModelConfig
 
@@ -15,6 +26,64 @@ class ParamError(ValueError):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric interval, closed unless `low_open` / `high_open`; None = unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def text(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        return (f"{'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+    def schema(self) -> dict[str, Any]:
+        """pydantic `Field` keyword arguments (ge/gt/le/lt) for the same interval."""
+        out: dict[str, Any] = {}
+        if self.low is not None:
+            out["gt" if self.low_open else "ge"] = self.low
+        if self.high is not None:
+            out["lt" if self.high_open else "le"] = self.high
+        return out
+
+
+def _num(x: float | None) -> str:
+    if x == 2**63:
+        return "2**63"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+# The one definition of every numeric bound of a request (engine and HTTP schema alike).
+BOUNDS: dict[str, Range] = {
+    "max_tokens": Range(1),
+    "block_length": Range(1, 1024),
+    "steps": Range(1, 1024),  # and <= block_length, checked below
+    "threshold": Range(0.0, 1.0, low_open=True),
+    "temperature": Range(0.0, 10.0),
+    "seed": Range(0, 2**63, high_open=True),
+    "cfg_scale": Range(0.0, 20.0),
+    "think_boost": Range(0.0, 1e4),
+    "think_power": Range(0.0, 16.0, low_open=True),
+    "cache_refresh": Range(0, 1_000_000),
+}
+MAX_STOP_STRINGS = 16
+MAX_STOP_TOKEN_IDS = 64
+CANVASES = ("variable", "fixed")
+REMASKINGS = ("low_confidence", "random")
+CACHE_MODES = ("prefix", "none")
 
 
 @dataclass(frozen=True)
@@ -42,6 +111,47 @@ class DiffusionParams:
     cache_refresh: int | Literal["auto"] = "auto"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        """The model-independent checks: raise ParamError naming the first bad field."""
+        _check_int("max_tokens", self.max_tokens)
+        _check_choice("canvas", self.canvas, CANVASES)
+        _check_int("block_length", self.block_length)
+        if self.canvas == "fixed" and self.max_tokens % self.block_length:
+            raise ParamError(
+                "block_length",
+                f"fixed canvas: max_tokens (gen_length) {self.max_tokens} is not divisible by "
+                f"block_length {self.block_length}",
+            )
+        if self.steps is not None and not (_is_int(self.steps) and 1 <= self.steps <= self.block_length):
+            raise ParamError(
+                "steps", f"steps per block must be in [1, block_length={self.block_length}], "
+                f"got {self.steps}"
+            )
+        if self.threshold is not None:
+            _check_real("threshold", self.threshold)
+        _check_choice("remasking", self.remasking, REMASKINGS)
+        _check_real("temperature", self.temperature)
+        if self.seed is not None:
+            _check_int("seed", self.seed)
+        _check_real("cfg_scale", self.cfg_scale)
+        _check_choice("cache", self.cache, CACHE_MODES)
+        _check_real("think_boost", self.think_boost)
+        _check_real("think_power", self.think_power)
+        if self.cache_refresh != "auto" and not (
+            _is_int(self.cache_refresh) and self.cache_refresh in BOUNDS["cache_refresh"]
+        ):
+            raise ParamError("cache_refresh", f"cache_refresh must be 'auto' or a block count >= 0 "
+                             f"(0 = never), got {self.cache_refresh!r}")
+        if len(self.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+            raise ParamError("stop_token_ids", f"at most {MAX_STOP_TOKEN_IDS} stop token ids, "
+                             f"got {len(self.stop_token_ids)}")
+        if any(not _is_int(t) for t in self.stop_token_ids):
+            raise ParamError("stop_token_ids", "stop token ids must be integers")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ParamError("stop", "stop strings must be non-empty")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise ParamError("stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
+
     @property
     def steps_per_block(self) -> int:
         return self.block_length if self.steps is None else self.steps
@@ -51,63 +161,21 @@ class DiffusionParams:
         return 0 if self.seed is None else self.seed
 
     def validate(self, model: ModelConfig, prompt_len: int) -> DiffusionParams:
-        """Raise ParamError naming the first bad field; return self when all is well."""
-        if self.max_tokens < 1:
-            raise ParamError("max_tokens", f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.canvas not in ("variable", "fixed"):
-            raise ParamError("canvas", f"canvas must be 'variable' or 'fixed', got {self.canvas!r}")
-        if self.block_length < 1:
-            raise ParamError("block_length", f"block_length must be >= 1, got {self.block_length}")
-        if self.canvas == "fixed" and self.max_tokens % self.block_length:
-            raise ParamError(
-                "block_length",
-                f"fixed canvas: max_tokens (gen_length) {self.max_tokens} is not divisible by "
-                f"block_length {self.block_length}",
-            )
-        if self.steps is not None and not 1 <= self.steps <= self.block_length:
-            raise ParamError(
-                "steps", f"steps per block must be in [1, block_length={self.block_length}], "
-                f"got {self.steps}"
-            )
-        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
-            raise ParamError("threshold", f"threshold must be in (0, 1], got {self.threshold}")
-        if self.remasking not in ("low_confidence", "random"):
-            raise ParamError(
-                "remasking", f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}"
-            )
-        if not 0.0 <= self.temperature <= 10.0:
-            raise ParamError("temperature", f"temperature must be in [0, 10], got {self.temperature}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ParamError("seed", f"seed must be in [0, 2**63), got {self.seed}")
-        if not 0.0 <= self.cfg_scale <= 20.0:
-            raise ParamError("cfg_scale", f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
+        """The model-dependent checks (the ranges ran when self was built): raise ParamError
+        naming the first bad field; return self when all is well. Also what the engine cannot
+        run (the oracle samplers can: they ignore `cache`)."""
         if self.cfg_scale > 0 and self.cache != "none":
             raise ParamError(
                 "cfg_scale", "cfg_scale > 0 needs cache='none' (exact mode); prefix cache "
                 "does not run the unconditional pass", code="unsupported_value"
             )
-        if not 0.0 <= self.think_boost <= 1e4:
-            raise ParamError("think_boost", f"think_boost must be in [0, 1e4], got {self.think_boost}")
-        if not 0.0 < self.think_power <= 16.0:
-            raise ParamError("think_power", f"think_power must be in (0, 16], got {self.think_power}")
-        if self.cache not in ("prefix", "none"):
-            raise ParamError("cache", f"cache must be 'prefix' or 'none', got {self.cache!r}")
-        if self.cache_refresh != "auto" and not (
-            isinstance(self.cache_refresh, int) and 0 <= self.cache_refresh <= 1_000_000
-        ):
-            raise ParamError("cache_refresh", f"cache_refresh must be 'auto' or a block count >= 0 "
-                             f"(0 = never), got {self.cache_refresh!r}")
         for t in self.stop_token_ids:
             if not 0 <= t < model.vocab_size:
                 raise ParamError("stop_token_ids", f"stop token id {t} is outside the vocabulary")
-        if any(not s for s in self.stop):
-            raise ParamError("stop", "stop strings must be non-empty")
-        if len(self.stop) > 16:
-            raise ParamError("stop", f"at most 16 stop strings, got {len(self.stop)}")
-        # A variable canvas may end with a shorter last block, so its worst case is
-        # max_tokens; a fixed canvas is exactly max_tokens.
         if prompt_len < 1:
             raise ParamError("prompt", "the prompt is empty")
+        # A variable canvas may end with a shorter last block, so its worst case is
+        # max_tokens; a fixed canvas is exactly max_tokens.
         if prompt_len + self.max_tokens > model.max_length:
             raise ParamError(
                 "max_tokens",
@@ -122,6 +190,34 @@ class DiffusionParams:
 
     def replace(self, **changes) -> DiffusionParams:
         return replace(self, **changes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any) -> None:
+    bounds = BOUNDS[name]
+    if not _is_int(value):
+        raise ParamError(name, f"{name} must be an integer, got {value!r}")
+    if value not in bounds:
+        # "block_length must be >= 1": name the violated side when it is the lower one.
+        text = f">= {bounds.low}" if bounds.low is not None and value < bounds.low else f"in {bounds.text()}"
+        raise ParamError(name, f"{name} must be {text}, got {value}")
+
+
+def _check_real(name: str, value: Any) -> None:
+    bounds = BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamError(name, f"{name} must be a number, got {value!r}")
+    if value not in bounds:
+        raise ParamError(name, f"{name} must be in {bounds.text()}, got {value}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        allowed = " or ".join(repr(c) for c in choices)
+        raise ParamError(name, f"{name} must be {allowed}, got {value!r}")
 
 
 def parse_cache_refresh(text: str) -> int | str:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
+from diffuserve.engine.params import BOUNDS, MAX_STOP_STRINGS, MAX_STOP_TOKEN_IDS
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def bounded(name: str, **kwargs: Any) -> Any:
+    """An optional field limited by the engine's own bound of `name` (engine/params.py BOUNDS),
+    so the schema shows exactly the range the engine enforces."""
+    return Field(None, **BOUNDS[name].schema(), **kwargs)
+
 
 # ----------------------------------------------------------------------------- requests
 
@@ -23,29 +31,30 @@ class StreamOptions(BaseModel):
 class DiffusionFields(BaseModel):
     """Diffusion sampling extras (extra_body in the openai client); None = engine default."""
 
-    block_length: int | None = Field(None, ge=1, le=1024, description="tokens per denoised block")
-    steps: int | None = Field(None, ge=1, le=1024, description="denoising steps per block (<= block_length)")
-    threshold: float | None = Field(
-        None, gt=0.0, le=1.0, description="parallel decoding: commit every token with confidence >= threshold"
+    block_length: int | None = bounded("block_length", description="tokens per denoised block")
+    steps: int | None = bounded("steps", description="denoising steps per block (<= block_length)")
+    threshold: float | None = bounded(
+        "threshold", description="parallel decoding: commit every token with confidence >= threshold"
     )
     remasking: Literal["low_confidence", "random"] | None = None
     cache: Literal["prefix", "none"] | None = Field(None, description="'none' = exact mode (no KV reuse)")
-    cache_refresh: Annotated[int, Field(ge=0, le=1_000_000)] | Literal["auto"] | None = Field(
+    cache_refresh: Annotated[int, Field(**BOUNDS["cache_refresh"].schema())] | Literal["auto"] | None = Field(
         None, description="prefix mode: recompute the cached K/V every N finished blocks; 0 = never; "
         "'auto' (default) = once the denoising work since the last refresh reaches its cost",
     )
     canvas: Literal["variable", "fixed"] | None = Field(
         None, description="'variable' grows one block at a time (iLLaDA); 'fixed' = LLaDA gen_length canvas"
     )
-    cfg_scale: float | None = Field(
-        None, ge=0.0, le=20.0, description="classifier-free guidance (needs cache='none')"
+    cfg_scale: float | None = bounded("cfg_scale", description="classifier-free guidance (cache='none')")
+    think_boost: float | None = bounded("think_boost", description="growing </think> logit bias; 0 = off")
+    think_power: float | None = bounded("think_power")
+    stop_token_ids: list[int] | None = Field(
+        None, max_length=MAX_STOP_TOKEN_IDS, description="extra stop token ids"
     )
-    think_boost: float | None = Field(
-        None, ge=0.0, le=1e4, description="growing </think> logit bias; 0 = off"
-    )
-    think_power: float | None = Field(None, gt=0.0, le=16.0)
-    stop_token_ids: list[int] | None = Field(None, max_length=64, description="extra stop token ids")
     ignore_eos: bool | None = Field(None, description="EOS logit -> -inf (LLaDA logits_eos_inf), as in vLLM")
+
+
+StopString = Annotated[str, Field(min_length=1)]
 
 
 class SamplingRequest(DiffusionFields):
@@ -54,12 +63,14 @@ class SamplingRequest(DiffusionFields):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = Field(None, description="served model name; the only model when omitted")
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0)
-    stop: str | list[str] | None = None
+    max_tokens: int | None = bounded("max_tokens")
+    temperature: float | None = bounded("temperature")
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = Field(
+        None, description=f"up to {MAX_STOP_STRINGS} stop strings"
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = bounded("seed")
     n: int = Field(1, ge=1, le=16, description="choices; choice i uses seed + i")
     user: str | None = None
     # OpenAI fields accepted only at their neutral value (see unsupported_fields).
@@ -92,7 +103,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = bounded("max_tokens")
     tools: list[Any] | None = None
     tool_choice: Any = None
     functions: list[Any] | None = None

@@ -43,6 +43,7 @@ class ChoiceRun:
     prompt_ids: list[int]
     params: DiffusionParams
     arrival: float  # time.monotonic() when the HTTP request arrived
+    prompt_param: str = "prompt"  # how an error about this choice's prompt names it
     text: list[str] = field(default_factory=list)
     last: BlockOutput | None = None
     client_gone: bool = False
@@ -60,8 +61,9 @@ class OpenAIServing:
         self._tasks: set[asyncio.Task] = set()  # strong refs: asyncio keeps only weak ones
 
     # ------------------------------------------------------------------ admission and params
-    def check_request(self, req: SamplingRequest) -> None:
-        """Checks that need no tokenizer: model name, unsupported fields, readiness."""
+    def check_request(self, req: SamplingRequest, num_requests: int) -> None:
+        """Checks that need no tokenizer, run once per HTTP request: model name, unsupported
+        fields, then admission (503 not ready, 429 queue full) for all `num_requests` choices."""
         if req.model is not None and req.model != self.settings.served_model_name:
             raise APIError(404, f"the model '{req.model}' does not exist; this server serves "
                            f"'{self.settings.served_model_name}'", param="model", code="model_not_found")
@@ -71,30 +73,29 @@ class OpenAIServing:
         ignored = sorted(set(req.model_extra or {}) - {"top_k", "min_p", "repetition_penalty"})
         if ignored:
             log.warning("ignoring unknown request fields: %s", ", ".join(ignored))
-        check_admission(self.state, self.settings)
+        check_admission(self.state, self.settings, num_requests=num_requests)
 
     def make_params(self, req: SamplingRequest, max_tokens: int | None, default_max: int,
                     prompt_len: int) -> DiffusionParams:
-        """Validated DiffusionParams for one prompt (seed filled per choice by `choice_runs`)."""
-        engine = self.state.engine
+        """DiffusionParams for one prompt (seed filled per choice by `choice_runs`). Building them
+        runs the range checks; the model-dependent ones run once, in `AsyncEngine.generate`."""
         if max_tokens is None:
             # Cap the default by what the context has left; a too-long prompt then fails
             # with context_length_exceeded rather than an opaque max_tokens error.
-            max_tokens = max(1, min(default_max, engine.model_config.max_length - prompt_len))
+            max_tokens = max(1, min(default_max, self.state.engine.model_config.max_length - prompt_len))
         extras = {k: getattr(req, k) for k in DIFFUSION_KEYS if getattr(req, k) is not None}
         if "cache_refresh" not in extras and self.settings.default_cache_refresh is not None:
             extras["cache_refresh"] = self.settings.default_cache_refresh
-        params = DiffusionParams(
-            max_tokens=max_tokens,
-            temperature=0.0 if req.temperature is None else req.temperature,
-            seed=req.seed,
-            stop=tuple(req.stop_list()),
-            stop_token_ids=tuple(req.stop_token_ids or ()),
-            suppress_eos=bool(req.ignore_eos),
-            **extras,
-        )
         try:
-            return params.validate(engine.model_config, prompt_len)
+            return DiffusionParams(
+                max_tokens=max_tokens,
+                temperature=0.0 if req.temperature is None else req.temperature,
+                seed=req.seed,
+                stop=tuple(req.stop_list()),
+                stop_token_ids=tuple(req.stop_token_ids or ()),
+                suppress_eos=bool(req.ignore_eos),
+                **extras,
+            )
         except ParamError as e:
             raise APIError.from_param_error(e) from e
 
@@ -102,7 +103,6 @@ class OpenAIServing:
                     n: int) -> list[ChoiceRun]:
         """prompts x n choices, index = prompt * n + j (OpenAI's order). Choice j gets seed + j;
         without a seed, sampling (temperature > 0) draws a fresh one so answers vary as in OpenAI."""
-        check_admission(self.state, self.settings, num_requests=len(prompts) * n)
         arrival = time.monotonic()
         runs = []
         for p, (ids, base) in enumerate(zip(prompts, params, strict=True)):
@@ -112,14 +112,16 @@ class OpenAIServing:
             for j in range(n):
                 s = None if seed is None else (seed + j) % 2**63
                 i = p * n + j
-                runs.append(ChoiceRun(i, f"{request_id}-{i}", ids, base.replace(seed=s), arrival))
+                runs.append(ChoiceRun(i, f"{request_id}-{i}", ids, base.replace(seed=s), arrival,
+                                      prompt_param=f"prompt[{p}]" if len(prompts) > 1 else "prompt"))
         return runs
 
     # ---------------------------------------------------------------------------- running
     def _start(self, runs: list[ChoiceRun], on_output: Callable[[ChoiceRun, BlockOutput], None]
                ) -> list[asyncio.Task]:
         # Create every engine iterator before any task runs, so a synchronous ParamError from
-        # generate() still becomes a 400 and nothing is left half-started.
+        # generate() (the engine's one model-dependent check) still becomes a 400 and nothing is
+        # left half-started.
         iterators = []
         try:
             for run in runs:
@@ -127,7 +129,10 @@ class OpenAIServing:
         except ParamError as e:
             for it in iterators:
                 self._spawn(_aclose(it))
-            raise APIError.from_param_error(e) from e
+            error = APIError.from_param_error(e)
+            if e.param == "prompt":
+                error.param = runs[len(iterators)].prompt_param
+            raise error from e
         return [self._spawn(self._drive(run, it, on_output)) for run, it in zip(runs, iterators, strict=True)]
 
     def _spawn(self, coro) -> asyncio.Task:

@@ -41,7 +41,7 @@ class OpenAIServingChat(OpenAIServing):
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def create(self, req: ChatCompletionRequest, raw_request: Request) -> Response:
-        self.check_request(req)
+        self.check_request(req, num_requests=req.n)
         ids = self.prompt_ids(req)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         params = self.make_params(req, max_tokens, self.settings.default_chat_max_tokens, len(ids))

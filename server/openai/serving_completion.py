@@ -13,38 +13,31 @@ from .streaming import COMPLETION_FORMAT, sse_stream, usage_and_diffusion
 
 
 class OpenAIServingCompletion(OpenAIServing):
-    def prompt_ids(self, req: CompletionRequest) -> list[list[int]]:
-        """OpenAI's four prompt forms -> one token list per prompt. Strings get the tokenizer's
-        special tokens (BOS), as an HF pipeline would; token ids are taken as given."""
+    @staticmethod
+    def prompt_list(req: CompletionRequest) -> list[str | list[int]]:
+        """OpenAI's four prompt forms -> one entry per prompt (text, or token ids taken as given)."""
         prompt = req.prompt
         if isinstance(prompt, str):
-            prompts: list = [prompt]
-        elif not prompt:
+            return [prompt]
+        if not prompt:
             raise APIError(400, "'prompt' is empty", param="prompt", code="invalid_value")
-        elif isinstance(prompt[0], int):
-            prompts = [prompt]
-        else:
-            prompts = list(prompt)
-        if len(prompts) * req.n > self.settings.max_prompts_times_n:
-            raise APIError(400, f"len(prompt) * n = {len(prompts) * req.n} exceeds the limit "
+        if isinstance(prompt[0], int):
+            return [prompt]
+        return list(prompt)
+
+    def prompt_ids(self, prompts: list[str | list[int]], n: int) -> list[list[int]]:
+        """Token ids per prompt. Strings get the tokenizer's special tokens (BOS), as an HF
+        pipeline would; token ids are checked against the vocabulary by the engine."""
+        if len(prompts) * n > self.settings.max_prompts_times_n:
+            raise APIError(400, f"len(prompt) * n = {len(prompts) * n} exceeds the limit "
                            f"{self.settings.max_prompts_times_n}", param="prompt", code="invalid_value")
-        engine = self.state.engine
-        vocab = engine.model_config.vocab_size
-        out = []
-        for i, p in enumerate(prompts):
-            if isinstance(p, str):
-                out.append(list(engine.tokenizer(p)["input_ids"]))
-                continue
-            bad = next((t for t in p if not 0 <= t < vocab), None)
-            if bad is not None:
-                raise APIError(400, f"token id {bad} is outside the vocabulary [0, {vocab})",
-                               param=f"prompt[{i}]" if len(prompts) > 1 else "prompt", code="invalid_value")
-            out.append(list(p))
-        return out
+        tokenizer = self.state.engine.tokenizer
+        return [list(tokenizer(p)["input_ids"]) if isinstance(p, str) else list(p) for p in prompts]
 
     async def create(self, req: CompletionRequest, raw_request: Request) -> Response:
-        self.check_request(req)
-        prompts = self.prompt_ids(req)
+        texts_or_ids = self.prompt_list(req)
+        self.check_request(req, num_requests=len(texts_or_ids) * req.n)
+        prompts = self.prompt_ids(texts_or_ids, req.n)
         default = self.settings.default_completion_max_tokens
         params = [self.make_params(req, req.max_tokens, default, len(ids)) for ids in prompts]
         request_id = new_request_id("cmpl")
