@@ -31,7 +31,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -88,6 +88,14 @@ class CandidateScore:
     greedy: bool | None = None  # confidence only
     stderr: float | None = None  # likelihood only
     reveal_order: list[int] = field(default_factory=list)  # confidence: candidate positions
+
+
+class ScoreJob(NamedTuple):
+    """A scoring request on its way to the engine thread (`AsyncEngine.score`)."""
+
+    prompt_ids: list[int]
+    candidate_ids: list[int]
+    params: ScoreParams
 
 
 def stratified_samples(num_tokens: int, mc_samples: int, seed: int) -> list[tuple[float, list[int]]]:
