@@ -17,6 +17,7 @@ from .metrics import ServerMetrics
 from .openai.router import router
 from .openai.serving_chat import OpenAIServingChat
 from .openai.serving_completion import OpenAIServingCompletion
+from .openai.serving_score import OpenAIServingScore
 from .state import ServerSettings, ServerState
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def create_app(engine_factory: Callable[[], Any], settings: ServerSettings) -> F
     app.state.metrics = metrics
     app.state.serving_chat = OpenAIServingChat(state, settings, metrics)
     app.state.serving_completion = OpenAIServingCompletion(state, settings, metrics)
+    app.state.serving_score = OpenAIServingScore(state, settings, metrics)
     app.include_router(router)
     install_error_handlers(app, metrics.count)
     # Added last = outermost: a 413 never reads the body, a 401 never parses it.

@@ -15,6 +15,7 @@ from .protocol import (
     ModelCard,
     ModelList,
 )
+from .protocol_score import ScoreRequest, ScoreResponse
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 500, 503)}
 STREAM = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}}
@@ -30,6 +31,13 @@ async def chat_completions(req: ChatCompletionRequest, raw_request: Request) -> 
 @router.post("/v1/completions", response_model=CompletionResponse, responses={**ERRORS, **STREAM})
 async def completions(req: CompletionRequest, raw_request: Request) -> Response:
     return await raw_request.app.state.serving_completion.create(req, raw_request)
+
+
+@router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS)
+async def score(req: ScoreRequest, raw_request: Request) -> Response:
+    """Score candidate continuations of a prompt (multiple choice): iLLaDA confidence scoring or
+    the masked-diffusion likelihood bound. Not an OpenAI endpoint."""
+    return await raw_request.app.state.serving_score.create(req, raw_request)
 
 
 @router.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401]})
