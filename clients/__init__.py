@@ -9,11 +9,22 @@
 from .async_client import AsyncDiffuserveClient
 from .errors import DiffuserveAPIError, DiffuserveConnectionError, DiffuserveError, DiffuserveTimeoutError
 from .sync_client import DiffuserveClient
-from .types import BlockDelta, Choice, Completion, DiffusionStats, Health, ModelInfo, Usage
+from .types import (
+    BlockDelta,
+    CandidateScore,
+    Choice,
+    Completion,
+    DiffusionStats,
+    Health,
+    ModelInfo,
+    ScoreResult,
+    Usage,
+)
 
 __all__ = [
     "AsyncDiffuserveClient",
     "BlockDelta",
+    "CandidateScore",
     "Choice",
     "Completion",
     "DiffuserveAPIError",
@@ -24,5 +35,6 @@ __all__ = [
     "DiffusionStats",
     "Health",
     "ModelInfo",
+    "ScoreResult",
     "Usage",
 ]

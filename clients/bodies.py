@@ -36,6 +36,24 @@ def completion_body(
     return {"prompt": prompt, **_common(model, stream, max_tokens, fields)}
 
 
+def score_body(
+    model: str | None,
+    prompt: str | list[int] | None,
+    messages: list[Message] | None,
+    candidates: list[str],
+    method: str,
+    mc_samples: int | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """/v1/score: exactly one of prompt and messages; None fields are left to the server."""
+    body: dict[str, Any] = {"candidates": list(candidates), "method": method}
+    for key, value in (("model", model), ("prompt", prompt), ("messages", messages),
+                       ("mc_samples", mc_samples), ("seed", seed)):
+        if value is not None:
+            body[key] = value
+    return body
+
+
 def _common(
     model: str | None, stream: bool, max_tokens: int | None, fields: dict[str, Any]
 ) -> dict[str, Any]:

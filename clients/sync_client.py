@@ -16,11 +16,12 @@ from .bodies import (
     completion_body,
     normalize_base_url,
     raise_for_event_error,
+    score_body,
 )
 from .errors import DiffuserveAPIError, DiffuserveConnectionError, DiffuserveTimeoutError
 from .retry import RetryPolicy
 from .sse import iter_events
-from .types import BlockDelta, Completion, Health, ModelInfo
+from .types import BlockDelta, Completion, Health, ModelInfo, ScoreResult
 
 
 class DiffuserveClient:
@@ -90,6 +91,14 @@ class DiffuserveClient:
                         **fields: Any) -> Iterator[BlockDelta]:
         body = completion_body(model or self.model, prompt, True, max_tokens, **fields)
         return self._stream("/v1/completions", body)
+
+    def score(self, candidates: list[str], prompt: str | list[int] | None = None,
+              messages: list[Message] | None = None, method: str = "confidence",
+              mc_samples: int | None = None, seed: int | None = None, model: str | None = None
+              ) -> ScoreResult:
+        """Score candidate continuations of `prompt` (or of chat `messages`) with /v1/score."""
+        body = score_body(model or self.model, prompt, messages, candidates, method, mc_samples, seed)
+        return ScoreResult.from_json(self._json("POST", "/v1/score", body))
 
     # -- plumbing ----------------------------------------------------------------------------
     def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -131,6 +131,33 @@ class BlockDelta:
 
 
 @dataclass(frozen=True)
+class CandidateScore:
+    index: int
+    score: float  # confidence: sum of revealed log-probs; likelihood: the Monte-Carlo bound
+    num_tokens: int
+    greedy: bool | None  # confidence: every revealed token was the model's argmax
+    score_stderr: float | None  # likelihood: standard error of the estimate
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The answer of /v1/score."""
+
+    model: str
+    method: str
+    scores: list[CandidateScore]
+    best: int
+    usage: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScoreResult:
+        scores = [CandidateScore(int(s["index"]), float(s["score"]), int(s["num_tokens"]), s.get("greedy"),
+                                 s.get("score_stderr")) for s in data["scores"]]
+        return cls(str(data.get("model", "")), str(data.get("method", "")), scores, int(data["best"]),
+                   dict(data.get("usage") or {}))
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     id: str
     owned_by: str = ""

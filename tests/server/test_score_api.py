@@ -147,3 +147,22 @@ def test_openapi_schema_documents_the_endpoint(tiny):
     assert req["properties"]["method"]["enum"] == ["confidence", "likelihood"]
     assert req["properties"]["mc_samples"]["maximum"] == 1024
     assert set(spec["components"]["schemas"]["CandidateScoreOut"]["required"]) >= {"index", "score", "greedy"}
+
+
+def test_the_project_clients_score(tiny):
+    import asyncio
+
+    from diffuserve.clients import AsyncDiffuserveClient, DiffuserveClient
+
+    server, _ = tiny
+    raw = score(server, prompt=PROMPT, candidates=CANDIDATES, method="likelihood", mc_samples=4, seed=1)
+    with DiffuserveClient(server.base_url, model="tiny") as client:
+        got = client.score(CANDIDATES, prompt=PROMPT, method="likelihood", mc_samples=4, seed=1)
+    assert [s.score for s in got.scores] == [s["score"] for s in raw["scores"]] and got.best == raw["best"]
+
+    async def chat_score():
+        async with AsyncDiffuserveClient(server.base_url, model="tiny") as client:
+            return await client.score(["2", "3"], messages=[{"role": "user", "content": "1 + 1?"}])
+
+    res = asyncio.run(chat_score())
+    assert res.method == "confidence" and len(res.scores) == 2 and isinstance(res.scores[0].greedy, bool)
