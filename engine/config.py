@@ -144,6 +144,23 @@ class ModelConfig:
         )
 
 
+@dataclass(frozen=True)
+class ModelOverrides:
+    """Checkpoint facts a user may replace when loading (the model flags of serve and generate,
+    built from these fields by engine/cli_args.py). None keeps the checkpoint's value."""
+
+    mask_token_id: int | None = field(default=None, metadata={
+        "help": "override the checkpoint's mask token id"})
+    stop_token_ids: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "comma-separated stop token ids, replacing the model's ('' for none)", "int_list": True})
+    think_end_text: str | None = field(default=None, metadata={
+        "help": "override the '</think>' text of the think bias"})
+
+    def given(self) -> dict[str, Any]:
+        """The overrides set, as keyword arguments of `load_model` / `ModelConfig.with_overrides`."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
 def _req(cfg: dict[str, Any], key: str) -> Any:
     if key not in cfg:
         raise CheckpointError(f"config.json for model_type {cfg.get('model_type')!r} lacks {key!r}")

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from .cli_args import add_engine_args, add_model_args, engine_config_from_args, model_overrides_from_args
 from .params import parse_cache_refresh
 
 HELP = "Generate a completion for one prompt with the engine (built-in model when --model is absent)."
@@ -40,12 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="prefix KV cache, or none (exact: recompute the canvas every step)")
     s.add_argument("--cache-refresh", type=parse_cache_refresh, default="auto",
                    help="prefix cache: 'auto', or recompute the K/V every N finished blocks (0 = never)")
-    m = p.add_argument_group("model")
-    m.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    m.add_argument("--mask-token-id", type=int, default=None)
-    m.add_argument("--stop-token-ids", default=None, help="comma-separated stop ids (replace the model's)")
-    m.add_argument("--think-end-text", default=None)
+    add_engine_args(p)
+    add_model_args(p)
 
 
 def build_params(args: argparse.Namespace):
@@ -66,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
     from .params import ParamError
     from .reference import generate_fixed, generate_variable
 
-    overrides = {
-        "mask_token_id": args.mask_token_id,
-        "think_end_text": args.think_end_text,
-        "stop_token_ids": None if args.stop_token_ids is None
-        else [int(t) for t in args.stop_token_ids.split(",") if t.strip()],
-    }
     try:
-        engine = LLMEngine.from_pretrained(args.model, dtype=args.dtype, device=args.device, **overrides)
+        engine_config = engine_config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        overrides = model_overrides_from_args(args).given()
+        engine = LLMEngine.from_pretrained(args.model, engine_config, **overrides)
         tok = engine.tokenizer
         if args.chat:
             ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],

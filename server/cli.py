@@ -15,9 +15,7 @@ COMMANDS = {
     "serve": "diffuserve.server.serve_cmd",
     "generate": "diffuserve.engine.generate_cmd",
     "chat": "diffuserve.clients.chat_cmd",
-    "bench": "diffuserve.clients.bench_cmd",
-    "bench-offline": "diffuserve.engine.bench_offline",
-    "bench-kernels": "diffuserve.kernels.bench",
+    "bench": "diffuserve.bench.cli",
     "train-builtin": "diffuserve.engine.training.cli",
     "eval-builtin": "diffuserve.engine.training.eval_cli",
 }
@@ -26,16 +24,41 @@ SUMMARY = {
     "serve": "run the OpenAI-compatible HTTP server",
     "generate": "generate text for one prompt (offline)",
     "chat": "interactive terminal chat against a server",
-    "bench": "load generator against an OpenAI-compatible endpoint",
-    "bench-offline": "offline engine benchmark against the reference sampler",
-    "bench-kernels": "micro-benchmark of the denoising kernels",
+    "bench": "benchmarks: bench serve | offline | http | kernels",
     "train-builtin": "train the built-in model from the Python standard library",
     "eval-builtin": "measure the built-in model (model card figures)",
 }
 
 
+# Old command spellings, kept for one release: (argv prefix they stand for, version they go in).
+DEPRECATED = {
+    "bench-offline": (["bench", "offline"], "0.2"),
+    "bench-kernels": (["bench", "kernels"], "0.2"),
+}
+
+
+def upgrade_argv(argv: list[str]) -> list[str]:
+    """Rewrite a deprecated spelling to today's, with one line on stderr saying so:
+    `bench-offline ...` -> `bench offline ...`, and `bench --url ...` (the load generator before
+    `bench` had kinds) -> `bench serve --url ...`."""
+    for i, arg in enumerate(argv):
+        if arg in DEPRECATED:
+            (new, version), old = DEPRECATED[arg], arg
+        elif arg == "bench" and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and argv[i + 1] not in ("-h", "--help"):
+            new, version, old = ["bench", "serve"], "0.2", f"bench {argv[i + 1]} ... (no kind)"
+        elif arg in COMMANDS:
+            return argv
+        else:
+            continue
+        print(f"diffuserve: `{old}` is deprecated and goes in {version}; use `diffuserve {' '.join(new)}`",
+              file=sys.stderr)
+        return [*argv[:i], *new, *argv[i + 1 :]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = upgrade_argv(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(prog="diffuserve", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

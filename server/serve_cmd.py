@@ -9,7 +9,6 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
@@ -21,16 +20,6 @@ HELP = (
     "/v1/models), with /health, /ready and Prometheus /metrics. Without --model it serves the built-in model."
 )
 BUILTIN_NAME = "diffuserve-builtin"
-# argparse dest -> EngineConfig field (only flags given are passed, so defaults stay the engine's)
-ENGINE_FLAGS = {
-    "max_num_seqs": "max_num_seqs",
-    "max_num_batched_tokens": "max_num_batched_tokens",
-    "prefill_chunk_size": "prefill_chunk_size",
-    "kv_cache_memory": "kv_cache_memory",
-    "page_size": "kv_page_size",
-    "attention_backend": "attention_backend",
-}
-
 log = logging.getLogger(__name__)
 
 
@@ -52,23 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cache_refresh of requests that leave it out: 'auto' (the default: refresh once "
                    "the denoising work since the last refresh reaches its cost), N (every N finished "
                    "blocks) or 0 (never: faster, further from exact)")
-    g = p.add_argument_group("engine")
-    g.add_argument("--max-num-seqs", type=int, default=None, help="sequences denoised together")
-    g.add_argument("--max-num-batched-tokens", type=int, default=None, help="query tokens per engine step")
-    g.add_argument("--prefill-chunk-size", type=int, default=None,
-                   help="uncached tokens computed per step for one request (long prompts, cache refreshes)")
-    g.add_argument("--kv-cache-memory", default=None,
-                   help="KV cache bytes, e.g. 512MiB or 4GiB (default: a share of free GPU memory; "
-                   "1 GiB on CPU)")
-    g.add_argument("--page-size", type=int, default=None, help="tokens per KV cache page")
-    g.add_argument("--attention-backend", default=None,
-                   choices=["auto", "torch", "flash_attn", "torch_varlen"])
-    g.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    g.add_argument("--mask-token-id", type=int, default=None, help="override the checkpoint's mask token id")
-    g.add_argument("--stop-token-ids", default=None,
-                   help="comma-separated stop token ids (replace the model's)")
-    g.add_argument("--think-end-text", default=None, help="override the '</think>' text of the think bias")
+    # Engine and model flags come from the config dataclasses: their defaults cannot drift.
+    from diffuserve.engine.cli_args import add_engine_args, add_model_args
+
+    add_engine_args(p)
+    add_model_args(p)
 
 
 def served_name(args: argparse.Namespace) -> str:
@@ -80,34 +57,21 @@ def served_name(args: argparse.Namespace) -> str:
     return path.name if path.exists() else str(args.model)  # a hub id keeps its org/name
 
 
-def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    from diffuserve.engine.engine_config import parse_bytes
-
-    given = {field: getattr(args, dest) for dest, field in ENGINE_FLAGS.items()
-             if getattr(args, dest, None) is not None}
-    if isinstance(given.get("kv_cache_memory"), str):
-        given["kv_cache_memory"] = parse_bytes(given["kv_cache_memory"])
-    return given
-
-
 def make_engine_factory(args: argparse.Namespace):
-    """A zero-argument callable that loads the model and builds the (not started) AsyncEngine."""
-    overrides: dict[str, Any] = {}
-    if args.mask_token_id is not None:
-        overrides["mask_token_id"] = args.mask_token_id
-    if args.stop_token_ids is not None:
-        overrides["stop_token_ids"] = [int(t) for t in args.stop_token_ids.split(",") if t.strip()]
-    if args.think_end_text is not None:
-        overrides["think_end_text"] = args.think_end_text
-    wanted = engine_kwargs(args)
+    """A zero-argument callable that loads the model and builds the (not started) AsyncEngine.
+    The engine flags are checked here, before anything loads: a bad value stops the command."""
+    from diffuserve.engine.cli_args import engine_config_from_args, model_overrides_from_args
+
+    try:
+        engine_config = engine_config_from_args(args)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    overrides = model_overrides_from_args(args).given()
 
     def factory():
         from diffuserve.engine.async_engine import AsyncEngine
-        from diffuserve.engine.engine_config import EngineConfig
 
-        return AsyncEngine.from_pretrained(
-            args.model, EngineConfig(**wanted), dtype=args.dtype, device=args.device, **overrides
-        )
+        return AsyncEngine.from_pretrained(args.model, engine_config, **overrides)
 
     return factory
 

@@ -107,7 +107,7 @@ def test_build_context_makes_a_complete_wheel(tmp_path):
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     for package in pyproject["tool"]["setuptools"]["packages"]:
         assert package.replace(".", "/") + "/__init__.py" in names, f"{package} missing from the image"
-    for module in ("diffuserve/clients/bench_cmd.py", "diffuserve/server/serve_cmd.py"):
+    for module in ("diffuserve/bench/serve.py", "diffuserve/server/serve_cmd.py"):
         assert module in names
     builtin = ROOT / "engine" / "assets" / "builtin"
     for f in builtin.glob("*") if builtin.is_dir() else []:

@@ -1,4 +1,5 @@
-"""Per-request records of a load run and the summary figures computed from them."""
+"""Per-request records of a load run, the summary figures computed from them, and the one
+percentile definition all benchmark kinds use."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class RequestRecord:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method); q in [0, 100]."""
+    """The q-th percentile (q in [0, 100]) of every benchmark kind: linear interpolation between
+    the closest ranks, numpy's default ("linear") method. p50 is the median; p99 of fewer than 100
+    values lies between the two largest, so it never reports a value no request had beyond the max."""
     if not values:
         return math.nan
     ordered = sorted(values)

@@ -1,6 +1,6 @@
 """HTTP server vs offline engine: output tokens/s at the same concurrency and sampling parameters.
 
-    python -m diffuserve.server.bench_http --concurrency 16 --requests-per-client 2 --repeats 3
+    diffuserve bench http --concurrency 16 --requests-per-client 2 --repeats 3
 
 Offline: `LLMEngine.generate` on `concurrency` prompts at once, `requests-per-client` rounds.
 HTTP: a real `diffuserve serve` subprocess with the same engine options, `concurrency` streaming
@@ -25,16 +25,15 @@ import sys
 import time
 from typing import Any
 
-PROMPTS = [
-    "def fibonacci(n):", "class Stack:", "def read_config(path):", "import os\n\ndef walk(root):",
-    "def parse_args():", "def quicksort(xs):", "class LRUCache:", "def merge(a, b):",
-    "def is_prime(n):", "def flatten(items):", "def run_all():", "class Node:",
-    "def binary_search(xs, x):", "def word_count(text):", "def transpose(m):", "def retry(fn, times):",
-]
+from diffuserve.engine.cli_args import add_engine_args, engine_argv, engine_config_from_args
+
+from .prompts import BUILTIN_PROMPTS
+from .stats import percentile
+
+HELP = "HTTP server vs offline engine: output tokens/s and time to first block at one concurrency"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder (default: built-in model)")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--requests-per-client", type=int, default=2)
@@ -43,15 +42,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-length", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="steps per block (default: block_length)")
     p.add_argument("--threshold", type=float, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--kv-cache-memory", default="256MiB")
     p.add_argument("--json", default=None, help="write the results here as JSON")
-    return p.parse_args(argv)
+    add_engine_args(p, exclude=("max_num_seqs",))  # max_num_seqs: --concurrency
+
+
+def engine_config(args: argparse.Namespace):
+    return engine_config_from_args(args, max_num_seqs=args.concurrency)
 
 
 def prompt_ids(tokenizer, n: int) -> list[list[int]]:
-    return [list(tokenizer(PROMPTS[i % len(PROMPTS)])["input_ids"]) for i in range(n)]
+    return [list(tokenizer(BUILTIN_PROMPTS[i % len(BUILTIN_PROMPTS)])["input_ids"]) for i in range(n)]
 
 
 def sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,12 +67,10 @@ class Offline:
     """The engine core alone, in this process: the baseline the server is compared with."""
 
     def __init__(self, args: argparse.Namespace):
-        from diffuserve.engine.engine_config import EngineConfig, parse_bytes
         from diffuserve.engine.llm_engine import LLMEngine
         from diffuserve.engine.params import DiffusionParams
 
-        econf = EngineConfig(max_num_seqs=args.concurrency, kv_cache_memory=parse_bytes(args.kv_cache_memory))
-        self.engine = LLMEngine.from_pretrained(args.model, econf, dtype=args.dtype, device=args.device)
+        self.engine = LLMEngine.from_pretrained(args.model, engine_config(args))
         self.prompts = prompt_ids(self.engine.tokenizer, args.concurrency)
         self.params = DiffusionParams(suppress_eos=True, **sampling(args))
         self.rounds = args.requests_per_client
@@ -132,9 +130,8 @@ async def run_http(args: argparse.Namespace, prompts: list[list[int]], base: str
         await asyncio.gather(*(client_loop(client, i) for i in range(args.concurrency)))
         elapsed = time.perf_counter() - t0
         after = await _step_metrics(client, base)
-    ttfb.sort()
     return {"tokens": tokens, "seconds": elapsed, "tokens_per_s": tokens / elapsed,
-            "ttfb_p50_s": statistics.median(ttfb), "ttfb_p99_s": _quantile(ttfb, 0.99),
+            "ttfb_p50_s": percentile(ttfb, 50), "ttfb_p99_s": percentile(ttfb, 99),
             "requests": len(ttfb), "engine_steps": int(after[0] - before[0]),
             "step_seconds_sum": after[1] - before[1]}
 
@@ -156,10 +153,9 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # The server gets the offline engine's exact configuration.
     cmd = [sys.executable, "-m", "diffuserve.server.cli", "--log-level", "WARNING", "serve",
-           "--port", str(port), "--max-num-seqs", str(args.concurrency),
-           "--kv-cache-memory", args.kv_cache_memory, "--device", args.device, "--dtype", args.dtype,
-           "--max-queue", str(4 * args.concurrency)]
+           "--port", str(port), *engine_argv(engine_config(args)), "--max-queue", str(4 * args.concurrency)]
     if args.model:
         cmd += ["--model", args.model]
     proc = subprocess.Popen(cmd, env=dict(os.environ))
@@ -178,8 +174,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server not ready in 300 s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     offline = Offline(args)
     proc, base = start_server(args)  # both stay loaded; they run in turns, never together
     pairs = []
@@ -200,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(min {min(ratios):.1%}, max {max(ratios):.1%}); time to first block p50 {ttfb50 * 1e3:.0f} ms, "
           f"p99 {ttfb99 * 1e3:.0f} ms (medians over pairs)")
     if args.json:
-        params = {**sampling(args), "concurrency": args.concurrency, "device": args.device,
-                  "requests_per_client": args.requests_per_client, "dtype": args.dtype}
+        config = engine_config(args)
+        params = {**sampling(args), "concurrency": args.concurrency, "device": config.device,
+                  "requests_per_client": args.requests_per_client, "dtype": config.dtype}
         with open(args.json, "w") as f:
             json.dump({"params": params, "pairs": pairs, "median_ratio": statistics.median(ratios)}, f,
                       indent=2)
@@ -216,12 +212,3 @@ def _report(k: int, off: dict[str, Any], http: dict[str, Any]) -> None:
     print(f"[{k}] offline {part(off)} | http {part(http)} | ratio "
           f"{http['tokens_per_s'] / off['tokens_per_s']:.1%} | first block p50 "
           f"{http['ttfb_p50_s'] * 1e3:.0f} ms p99 {http['ttfb_p99_s'] * 1e3:.0f} ms", flush=True)
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[i]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`diffuserve bench`: load generator against any OpenAI-compatible endpoint."""
+"""`diffuserve bench serve`: load generator against any OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .async_client import AsyncDiffuserveClient
-from .bench_load import LoadSpec, run_load
-from .bench_prompts import builtin_prompts, load_prompts
-from .bench_report import format_summary, format_sweep_table
-from .bench_stats import summarize
+from diffuserve.clients import AsyncDiffuserveClient
+
+from .load import LoadSpec, run_load
+from .prompts import builtin_prompts, load_prompts
+from .report import format_summary, format_sweep_table
+from .stats import summarize
 
 HELP = ("Load generator: closed loop at --concurrency or open loop at a Poisson --rate; reports req/s, "
         "output tokens/s, time to first block, latency percentiles, tokens per step, errors.")
@@ -126,7 +127,7 @@ async def _main(args: argparse.Namespace) -> int:
                "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]}
         Path(args.json_path).write_text(json.dumps(out, indent=1))
     if args.plot:
-        from .bench_plot import plot_run, plot_sweep
+        from .plot import plot_run, plot_sweep
 
         title = f"diffuserve bench: {model}, max_tokens {args.max_tokens}"
         if args.sweep:

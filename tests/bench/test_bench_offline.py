@@ -1,11 +1,11 @@
-"""bench-offline smoke test on the random-weights `tiny` shape (the 8B shapes need a GPU)."""
+"""`diffuserve bench offline` smoke test on the random-weights `tiny` shape (the 8B shapes need a GPU)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from diffuserve.engine import bench_offline
+from diffuserve.bench import offline as bench_offline
 
 
 def test_bench_offline_tiny_shape(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`diffuserve bench-offline`: the engine against the exact reference sampler, in one process.
+"""`diffuserve bench offline`: the engine against the exact reference sampler, in one process.
 
 (a) the reference sampler, one request at a time (exact, full canvas each step): the baseline;
 (b) the engine at each concurrency, prefix cache with the schedule policy (same steps as the
@@ -13,11 +13,13 @@ import json
 import logging
 
 import torch
+from diffuserve.engine.cli_args import add_engine_args, engine_config_from_args
+from diffuserve.engine.engine_config import resolve_device, resolve_dtype
+from diffuserve.engine.llm_engine import LLMEngine
+from diffuserve.engine.params import DiffusionParams, parse_cache_refresh
 
-from .bench_workload import MemoryMeter, RunStats, agreement, random_prompts, run_engine, run_reference
-from .engine_config import EngineConfig, parse_bytes, resolve_device, resolve_dtype
-from .llm_engine import LLMEngine
-from .params import DiffusionParams, parse_cache_refresh
+from .offline_runs import MemoryMeter, RunStats, agreement, run_engine, run_reference
+from .prompts import random_prompts, stdlib_prompts
 
 log = logging.getLogger(__name__)
 
@@ -63,50 +65,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-dtype", default=None,
                    help="also run exact mode with the weights cast to this dtype (e.g. bfloat16) and "
                    "report its agreement with exact mode: the numerical noise floor of the agreement")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--kv-cache-memory", default=None, help="KV pool bytes, e.g. 512MiB")
-    p.add_argument("--max-num-batched-tokens", type=int, default=16384)
-    p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    add_engine_args(p, exclude=("max_num_seqs",))  # max_num_seqs: the highest --concurrency
+
+
+def concurrency_levels(args) -> list[int]:
+    return [int(c) for c in args.concurrency.split(",")]
 
 
 def build(args) -> tuple[LLMEngine, list[list[int]]]:
-    econf = EngineConfig(
-        max_num_seqs=max(int(c) for c in args.concurrency.split(",")),
-        max_num_batched_tokens=args.max_num_batched_tokens, kv_page_size=args.page_size,
-        kv_cache_memory=parse_bytes(args.kv_cache_memory) if args.kv_cache_memory else None,
-        device=args.device, dtype=args.dtype,
-    )  # fmt: skip
+    """A checkpoint with the standard-library workload, or random weights of a model shape with
+    random token prompts."""
+    engine_config = engine_config_from_args(args, max_num_seqs=max(concurrency_levels(args)))
     if args.shape is None:
         # Without stop ids every answer runs to max_tokens: the reference and each engine mode then
         # do the same work whatever the model says (EOS suppression alone leaves EOT and friends).
         no_stops = {} if args.allow_eos else {"stop_token_ids": []}
-        engine = LLMEngine.from_pretrained(args.model, econf, args.dtype, args.device, **no_stops)
-        from .bench_workload import stdlib_prompts
-
+        engine = LLMEngine.from_pretrained(args.model, engine_config, **no_stops)
         return engine, stdlib_prompts(engine.tokenizer, args.num_prompts, engine.cfg.vocab_size)
-    from .config import ModelConfig
-    from .models.bidir_llama import BidirectionalLM
+    from diffuserve.engine.config import ModelConfig
+    from diffuserve.engine.models.bidir_llama import BidirectionalLM
 
-    device = resolve_device(args.device)
+    device = resolve_device(engine_config.device)
     if args.shape != "tiny" and device.type != "cuda":
         raise SystemExit(f"--shape {args.shape} needs a CUDA device (8B parameters)")
     cfg = ModelConfig.from_hf(SHAPES[args.shape]).with_overrides(stop_token_ids=[1] if args.allow_eos else [])
     with torch.device("meta"):
         model = BidirectionalLM(cfg)
-    model = model.to_empty(device=device).to(resolve_dtype(args.dtype, device)).eval().requires_grad_(False)
+    dtype = resolve_dtype(engine_config.dtype, device)
+    model = model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
     with torch.no_grad():
         for name, prm in model.named_parameters():
             prm.fill_(1.0) if "norm" in name else prm.normal_(0.0, 0.02)
-    return LLMEngine(model, cfg, None, econf), random_prompts(args.num_prompts, cfg.vocab_size)
+    return LLMEngine(model, cfg, None, engine_config), random_prompts(args.num_prompts, cfg.vocab_size)
 
 
 def run(args) -> int:
     engine, prompts = build(args)
     steps = args.steps or args.block_length
     base = DiffusionParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=steps)
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = concurrency_levels(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     exact_c = args.exact_concurrency or max(levels)
     meter = MemoryMeter(engine.device)

@@ -1,4 +1,4 @@
-"""`diffuserve bench-kernels`: the denoising row pass and selection pass, timed per backend.
+"""`diffuserve bench kernels`: the denoising row pass and selection pass, timed per backend.
 
 Backends: the PyTorch reference in eager mode, the same function under torch.compile, and the
 Triton kernels (CUDA only: the interpreter is not a benchmark). Shapes: rows = 32 x concurrency
@@ -22,7 +22,7 @@ ROWS_PER_SEQ = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda:N")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--vocab", type=int, nargs="+", default=[126464, 155136])
@@ -83,7 +83,7 @@ def make_inputs(rows: int, vocab: int, dtype: torch.dtype, temperature: float, d
 
 
 def _row_fns(args, logits, opts, device) -> dict[str, Callable[[], object]]:
-    from .reference import row_chunk, row_pass_ref
+    from diffuserve.kernels.reference import row_chunk, row_pass_ref
 
     noisy = args.temperature > 0
     positional = [opts[k] for k in ("temperature", "seed", "pos", "step", "bias_token", "bias_value",
@@ -96,14 +96,14 @@ def _row_fns(args, logits, opts, device) -> dict[str, Callable[[], object]]:
         compiled = torch.compile(row_chunk, dynamic=False)
         fns["compile"] = lambda: compiled(logits, *positional, noisy=noisy)
     if "triton" in args.backends and device.type == "cuda":
-        from .triton_row import row_pass_triton
+        from diffuserve.kernels.triton_row import row_pass_triton
 
         fns["triton"] = lambda: row_pass_triton(logits, **opts)
     return fns
 
 
 def _select_fns(args, conf, n_seqs, device) -> dict[str, Callable[[], object]]:
-    from .reference import select_commit_ref
+    from diffuserve.kernels.reference import select_commit_ref
 
     rows = conf.numel()
     offsets = torch.arange(0, rows + 1, ROWS_PER_SEQ, dtype=torch.long, device=device)
@@ -115,14 +115,16 @@ def _select_fns(args, conf, n_seqs, device) -> dict[str, Callable[[], object]]:
     sel_args = (conf, offsets, k, thr, tokens, canvas, index)
     fns: dict[str, Callable[[], object]] = {"eager": lambda: select_commit_ref(*sel_args)}
     if "triton" in args.backends and device.type == "cuda":
-        from .triton_select import select_commit_triton
+        from diffuserve.kernels.triton_select import select_commit_triton
 
         fns["triton"] = lambda: select_commit_triton(*sel_args)
     return fns
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device)
+    from diffuserve.engine.engine_config import resolve_device
+
+    device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     name = (
         torch.cuda.get_device_name(device)

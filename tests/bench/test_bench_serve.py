@@ -1,4 +1,4 @@
-"""`diffuserve bench` against the real server: closed loop, open loop, sweep; JSON and PNG outputs."""
+"""`diffuserve bench serve` against the real server: closed loop, open loop, sweep; JSON and PNG outputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import matplotlib.image
 
-BENCH = [sys.executable, "-m", "diffuserve.server.cli", "bench"]
+BENCH = [sys.executable, "-m", "diffuserve.server.cli", "bench", "serve"]
 
 
 def bench(server_url: str, *args: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,11 @@
-"""`diffuserve bench-kernels` runs end to end on the CPU with tiny shapes and writes its JSON."""
+"""`diffuserve bench kernels` runs end to end on the CPU with tiny shapes and writes its JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from diffuserve.kernels import bench
+from diffuserve.bench import kernels as bench
 
 
 def test_bench_runs_on_cpu(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .bench_stats import RequestRecord, throughput_timeline
+from .stats import RequestRecord, throughput_timeline
 
 
 def _pyplot():

@@ -1,53 +1,16 @@
-"""The offline benchmark's workload and its two runners (reference sampler, engine).
-
-Workload: prompts of 64-512 tokens cut from Python standard-library sources (present on every
-machine, no download), tokenized with the model's tokenizer; lengths and files are fixed by the
-prompt index, so every run sees the same prompts.
-"""
+"""The offline benchmark's two runners (the oracle sampler, the engine) and what they measure.
+Its workload (standard-library prompts) is in bench/prompts.py."""
 
 from __future__ import annotations
 
 import os
-import sysconfig
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-
-from .llm_engine import LLMEngine, RequestResult, collect
-from .params import DiffusionParams
-from .reference import generate_variable
-
-STDLIB_FILES = (
-    "textwrap.py", "shlex.py", "fractions.py", "heapq.py", "bisect.py", "glob.py", "fnmatch.py",
-    "colorsys.py", "string.py", "getopt.py", "calendar.py", "difflib.py", "argparse.py", "csv.py",
-    "queue.py", "sched.py", "statistics.py", "random.py", "pprint.py", "tokenize.py", "ast.py",
-    "copy.py", "dataclasses.py", "enum.py", "functools.py", "gettext.py", "gzip.py", "hmac.py",
-    "ipaddress.py", "json/decoder.py", "json/encoder.py", "locale.py",
-)  # fmt: skip
-
-
-def prompt_length(i: int) -> int:
-    """64..512 tokens, spread over the range by a fixed stride."""
-    return 64 + (i * 149) % 449
-
-
-def stdlib_prompts(tokenizer, n: int, vocab_size: int) -> list[list[int]]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    out: list[list[int]] = []
-    for i in range(n):
-        name = STDLIB_FILES[i % len(STDLIB_FILES)]
-        ids = tokenizer.encode((root / name).read_text(encoding="utf-8"), add_special_tokens=False)
-        length = prompt_length(i)
-        start = (i // len(STDLIB_FILES)) * 600 % max(1, len(ids) - length)
-        out.append([t for t in ids[start : start + length] if t < vocab_size])
-    return out
-
-
-def random_prompts(n: int, vocab_size: int, seed: int = 0) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(10, vocab_size - 10, (prompt_length(i),), generator=g).tolist() for i in range(n)]
+from diffuserve.engine.llm_engine import LLMEngine, RequestResult, collect
+from diffuserve.engine.params import DiffusionParams
+from diffuserve.engine.reference import generate_variable
 
 
 @dataclass

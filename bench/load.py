@@ -9,11 +9,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .async_client import AsyncDiffuserveClient
-from .bench_prompts import BenchPrompt
-from .bench_stats import RequestRecord
-from .errors import DiffuserveAPIError, DiffuserveConnectionError, DiffuserveTimeoutError
-from .types import BlockDelta, Completion
+from diffuserve.clients import (
+    AsyncDiffuserveClient,
+    BlockDelta,
+    Completion,
+    DiffuserveAPIError,
+    DiffuserveConnectionError,
+    DiffuserveTimeoutError,
+)
+
+from .prompts import BenchPrompt
+from .stats import RequestRecord
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ import statistics
 
 import numpy as np
 import pytest
-from diffuserve.clients.bench_load import poisson_arrivals
-from diffuserve.clients.bench_prompts import builtin_prompts, load_prompts
-from diffuserve.clients.bench_report import format_summary, format_sweep_table
-from diffuserve.clients.bench_stats import RequestRecord, percentile, summarize, throughput_timeline
+from diffuserve.bench.load import poisson_arrivals
+from diffuserve.bench.prompts import builtin_prompts, load_prompts
+from diffuserve.bench.report import format_summary, format_sweep_table
+from diffuserve.bench.stats import RequestRecord, percentile, summarize, throughput_timeline
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 100])
