@@ -72,18 +72,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Block(nn.Module):
+    """One layer with fused projections: q/k/v in one GEMM (`qkv_proj`, rows q then k then v) and
+    the SwiGLU gate/up in one (`gate_up_proj`, rows gate then up). Checkpoints store them apart;
+    `weight_maps` concatenates them at load time and splits them again for export."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h, d = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
+        self.qkv_split = [cfg.num_heads * d, cfg.num_kv_heads * d, cfg.num_kv_heads * d]
+        self.ffn = cfg.intermediate_size
         self.attn_norm = make_norm(cfg)
-        self.q_proj = nn.Linear(h, cfg.num_heads * d, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(h, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.qkv_proj = nn.Linear(h, sum(self.qkv_split), bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.num_heads * d, h, bias=False)
         self.mlp_norm = make_norm(cfg)
-        self.gate_proj = nn.Linear(h, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(h, cfg.intermediate_size, bias=False)
+        self.gate_up_proj = nn.Linear(h, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
 
     def forward(
@@ -93,16 +96,18 @@ class Block(nn.Module):
         """`keep`: only these rows of the output are wanted (all rows' K/V are still computed)."""
         n = x.shape[0]
         hn = self.attn_norm(x)  # (N, hidden)
-        q = self.q_proj(hn).view(n, self.num_heads, self.head_dim)
-        k = self.k_proj(hn).view(n, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(hn).view(n, self.num_kv_heads, self.head_dim)
+        q, k, v = self.qkv_proj(hn).split(self.qkv_split, dim=-1)
+        q = q.view(n, self.num_heads, self.head_dim)
+        k = k.view(n, self.num_kv_heads, self.head_dim)
+        # v is a strided view of the fused output; attention kernels want dense rows.
+        v = v.contiguous().view(n, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         attn = attend(layer_idx, q, k, v).reshape(n, -1)  # (N, H * D)
         if keep is not None:
             x, attn = x[keep], attn[keep]
         x = x + self.o_proj(attn)
-        hn = self.mlp_norm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(hn)) * self.up_proj(hn))
+        gate, up = self.gate_up_proj(self.mlp_norm(x)).split(self.ffn, dim=-1)
+        return x + self.down_proj(F.silu(gate) * up)
 
 
 class BidirectionalLM(nn.Module):

@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from ..config import CheckpointError, ModelConfig
 from .bidir_llama import BidirectionalLM
-from .weight_maps import IGNORED_SUFFIXES, checkpoint_names, optional_names
+from .weight_maps import IGNORED_SUFFIXES, checkpoint_parts, optional_names
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,13 @@ def _shard_files(folder: Path) -> dict[str, Path]:
 
 
 def load_weights(model: BidirectionalLM, folder: Path) -> None:
+    """Copy the checkpoint's tensors into the model; fused parameters (q/k/v, gate/up) are filled
+    part by part, so no concatenated copy is ever made."""
     cfg = model.cfg
     params = dict(model.named_parameters())
-    names = checkpoint_names(cfg, list(params))
+    parts = checkpoint_parts(cfg, list(params))
     where = _shard_files(folder)
-    wanted = set(names.values())
+    wanted = {cname for plist in parts.values() for cname, _ in plist}
     present = {n for n in where if not n.endswith(IGNORED_SUFFIXES)}
     missing = sorted(wanted - present)
     unexpected = sorted(present - wanted - optional_names(cfg))
@@ -85,21 +87,25 @@ def load_weights(model: BidirectionalLM, folder: Path) -> None:
     if unexpected:
         raise CheckpointError(f"checkpoint {folder} has unexpected tensors: {unexpected[:8]}"
                               f"{' ...' if len(unexpected) > 8 else ''}")
-    by_file: dict[Path, list[str]] = {}
-    for pname, cname in names.items():
-        by_file.setdefault(where[cname], []).append(pname)
+    # (file, checkpoint name) -> (parameter, first row, rows); rows -1 is the whole parameter.
+    by_file: dict[Path, list[tuple[str, str, int, int]]] = {}
+    for pname, plist in parts.items():
+        row = 0
+        for cname, rows in plist:
+            by_file.setdefault(where[cname], []).append((cname, pname, row, rows))
+            row += max(rows, 0)
     with torch.no_grad():
-        for f, pnames in by_file.items():
+        for f, items in by_file.items():
             with safe_open(str(f), framework="pt") as fh:
-                for pname in pnames:
-                    tensor = fh.get_tensor(names[pname])
-                    param = params[pname]
-                    if tuple(tensor.shape) != tuple(param.shape):
+                for cname, pname, row, rows in items:
+                    tensor = fh.get_tensor(cname)
+                    target = params[pname] if rows == -1 else params[pname][row : row + rows]
+                    if tuple(tensor.shape) != tuple(target.shape):
                         raise CheckpointError(
-                            f"tensor {names[pname]!r} has shape {tuple(tensor.shape)}, "
-                            f"config.json implies {tuple(param.shape)}"
+                            f"tensor {cname!r} has shape {tuple(tensor.shape)}, "
+                            f"config.json implies {tuple(target.shape)}"
                         )
-                    param.copy_(tensor.to(param.dtype))
+                    target.copy_(tensor.to(target.dtype))
 
 
 def load_model(

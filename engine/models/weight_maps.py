@@ -1,10 +1,17 @@
-"""Checkpoint tensor names per family -> parameter names of `BidirectionalLM`.
+"""Checkpoint tensor names per family <-> parameter names of `BidirectionalLM`.
 
-The model's own names are `embed`, `layers.{i}.{attn_norm,q_proj,...}`, `norm`
+The model's own names are `embed`, `layers.{i}.{attn_norm,qkv_proj,...}`, `norm`
 and `lm_head`; each family's table says what the published checkpoint calls them.
+Checkpoints store q/k/v and gate/up apart while the model fuses each group into one
+parameter (`FUSED`): loading concatenates the parts (`checkpoint_parts`), export
+splits them again (`checkpoint_tensors`), so exported files keep the family's format.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
 
 from ..config import ModelConfig
 
@@ -35,12 +42,37 @@ _LLAMA_LAYER = {
     "down_proj": "mlp.down_proj",
 }
 
+# Fused model module -> the checkpoint modules it concatenates along dim 0, in this order.
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
 # Buffers some exporters write that carry no weights we need.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
+def fused_sizes(cfg: ModelConfig, module: str) -> list[int]:
+    """Rows of each part of a fused module, in `FUSED` order."""
+    if module == "qkv_proj":
+        return [cfg.num_heads * cfg.head_dim] + [cfg.num_kv_heads * cfg.head_dim] * 2
+    if module == "gate_up_proj":
+        return [cfg.intermediate_size] * 2
+    raise KeyError(module)
+
+
+def _unfused(cfg: ModelConfig, name: str) -> list[tuple[str, int]] | None:
+    """`layers.{i}.qkv_proj.weight` -> [(`layers.{i}.q_proj.weight`, rows), ...]; None if not fused."""
+    parts = name.split(".")
+    if len(parts) != 4 or parts[2] not in FUSED:
+        return None
+    _, idx, module, kind = parts
+    return [(f"layers.{idx}.{p}.{kind}", n) for p, n in zip(FUSED[module], fused_sizes(cfg, module), strict=True)]
+
+
 def checkpoint_names(cfg: ModelConfig, param_names: list[str]) -> dict[str, str]:
-    """Map every model parameter name to the tensor name in the checkpoint."""
+    """Map unfused parameter names (`layers.{i}.q_proj.weight`, ...) to checkpoint tensor names.
+
+    A fused name has no single checkpoint tensor: use `checkpoint_parts` (load) or
+    `checkpoint_tensors` (export) for the model's own parameters.
+    """
     if cfg.family == "llada":
         top = {
             "embed.weight": "model.transformer.wte.weight",
@@ -62,7 +94,38 @@ def checkpoint_names(cfg: ModelConfig, param_names: list[str]) -> dict[str, str]
             continue
         # layers.{i}.{module}.{weight|bias}
         _, idx, module, kind = name.split(".")
+        if module in FUSED:
+            raise ValueError(f"{name!r} is a fused parameter with no single checkpoint tensor; "
+                             "export with weight_maps.checkpoint_tensors")
         out[name] = f"{layer_prefix}.{idx}.{layer_map[module]}.{kind}"
+    return out
+
+
+def checkpoint_parts(cfg: ModelConfig, param_names: list[str]) -> dict[str, list[tuple[str, int]]]:
+    """Every model parameter -> its checkpoint tensors `(name, rows)`, concatenated along dim 0."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for name in param_names:
+        parts = _unfused(cfg, name)
+        if parts is None:
+            out[name] = [(checkpoint_names(cfg, [name])[name], -1)]  # -1: the whole parameter
+        else:
+            names = checkpoint_names(cfg, [p for p, _ in parts])
+            out[name] = [(names[p], rows) for p, rows in parts]
+    return out
+
+
+def checkpoint_tensors(cfg: ModelConfig, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Model parameters (e.g. `dict(model.named_parameters())`) under the checkpoint's tensor names,
+    fused projections split back into q/k/v and gate/up: what an exporter writes. The values are
+    views of the parameters; detach/cast/clone them before saving."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in params.items():
+        parts = checkpoint_parts(cfg, [name])[name]
+        if len(parts) == 1 and parts[0][1] == -1:
+            out[parts[0][0]] = tensor
+            continue
+        for (cname, _), piece in zip(parts, tensor.split([rows for _, rows in parts], dim=0), strict=True):
+            out[cname] = piece
     return out
 
 

@@ -157,3 +157,49 @@ def test_pickled_weights_refused(tmp_path):
 def test_not_a_folder(tmp_path):
     with pytest.raises(CheckpointError, match="is not a folder"):
         load_model(tmp_path / "absent", load_tokenizer=False)
+
+
+@pytest.mark.parametrize("family", ["llada", "illada", "dream"])
+def test_fused_projections_export_back_to_checkpoint_tensors(tmp_path, family):
+    """q/k/v and gate/up load into one parameter each; export splits them into the same tensors."""
+    from diffuserve.engine.models.weight_maps import checkpoint_tensors
+    from safetensors.torch import load_file, save_file
+
+    tensors = write_checkpoint(tmp_path / "src", family)
+    model = load_model(tmp_path / "src", load_tokenizer=False).model
+    names = {n for n, _ in model.named_parameters()}
+    assert "layers.0.qkv_proj.weight" in names and "layers.1.gate_up_proj.weight" in names
+    assert not any(n.endswith((".q_proj.weight", ".gate_proj.weight", ".up_proj.weight")) for n in names)
+    exported = checkpoint_tensors(model.cfg, dict(model.named_parameters()))
+    assert sorted(exported) == sorted(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(exported[name], tensor), name
+    # What an exporter writes loads back into the same model.
+    out = tmp_path / "out"
+    out.mkdir()
+    save_file({n: t.contiguous() for n, t in exported.items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(family_config(family)))
+    again = load_model(out, load_tokenizer=False).model
+    for (n, a), (_, b) in zip(model.named_parameters(), again.named_parameters(), strict=True):
+        assert torch.equal(a, b), n
+    assert load_file(str(out / "model.safetensors")).keys() == tensors.keys()
+
+
+def test_fused_name_has_no_single_checkpoint_name():
+    from diffuserve.engine.config import ModelConfig
+    from diffuserve.engine.models.weight_maps import checkpoint_names
+
+    cfg = ModelConfig.from_hf(family_config("illada"))
+    assert checkpoint_names(cfg, ["layers.0.q_proj.weight"]) == {
+        "layers.0.q_proj.weight": "model.layers.0.self_attn.q_proj.weight"}
+    with pytest.raises(ValueError, match="checkpoint_tensors"):
+        checkpoint_names(cfg, ["layers.0.qkv_proj.weight"])
+
+
+def test_part_of_fused_projection_with_wrong_shape_named(tmp_path):
+    t = family_tensors("illada")
+    t["model.layers.0.self_attn.k_proj.weight"] = torch.ones(HEADS * 8, 32)  # MHA-sized, config says GQA
+    write_checkpoint(tmp_path / "x", "illada", tensors=t)
+    with pytest.raises(CheckpointError, match=r"'model.layers.0.self_attn.k_proj.weight' has shape \(32, 32\)"
+                       r".*\(16, 32\)"):
+        load_model(tmp_path / "x", load_tokenizer=False)
