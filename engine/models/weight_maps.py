@@ -64,7 +64,8 @@ def _unfused(cfg: ModelConfig, name: str) -> list[tuple[str, int]] | None:
     if len(parts) != 4 or parts[2] not in FUSED:
         return None
     _, idx, module, kind = parts
-    return [(f"layers.{idx}.{p}.{kind}", n) for p, n in zip(FUSED[module], fused_sizes(cfg, module), strict=True)]
+    sizes = fused_sizes(cfg, module)
+    return [(f"layers.{idx}.{p}.{kind}", n) for p, n in zip(FUSED[module], sizes, strict=True)]
 
 
 def checkpoint_names(cfg: ModelConfig, param_names: list[str]) -> dict[str, str]:
