@@ -66,7 +66,9 @@ def make_inputs(rows: int, vocab: int, dtype: torch.dtype, temperature: float, d
     g = torch.Generator(device=device).manual_seed(0)
     logits = (torch.randn(rows, vocab, generator=g, device=device) * 3.0).to(dtype)
     lng = dict(dtype=torch.long, device=device)
-    opts = dict(
+    from diffuserve.kernels import RowOptions
+
+    opts = RowOptions(
         temperature=torch.full((rows,), temperature, dtype=torch.float32, device=device),
         seed=torch.arange(rows, **lng) * 7919,
         pos=torch.arange(rows, **lng) % 4096,
@@ -83,27 +85,24 @@ def make_inputs(rows: int, vocab: int, dtype: torch.dtype, temperature: float, d
 
 
 def _row_fns(args, logits, opts, device) -> dict[str, Callable[[], object]]:
-    from diffuserve.kernels.reference import row_chunk, row_pass_ref
+    from diffuserve.kernels.torch_kernels import row_chunk, row_pass_torch
 
     noisy = args.temperature > 0
-    positional = [opts[k] for k in ("temperature", "seed", "pos", "step", "bias_token", "bias_value",
-                                    "suppress_ids", "suppress_row", "conf_block_ids", "conf_block_row",
-                                    "random_conf")]  # fmt: skip
     fns: dict[str, Callable[[], object]] = {}
     if "eager" in args.backends:
-        fns["eager"] = lambda: row_pass_ref(logits, **opts)
+        fns["eager"] = lambda: row_pass_torch(logits, opts)
     if "compile" in args.backends:
         compiled = torch.compile(row_chunk, dynamic=False)
-        fns["compile"] = lambda: compiled(logits, *positional, noisy=noisy)
+        fns["compile"] = lambda: compiled(logits, *opts.tensors(), noisy=noisy)
     if "triton" in args.backends and device.type == "cuda":
         from diffuserve.kernels.triton_row import row_pass_triton
 
-        fns["triton"] = lambda: row_pass_triton(logits, **opts)
+        fns["triton"] = lambda: row_pass_triton(logits, opts)
     return fns
 
 
 def _select_fns(args, conf, n_seqs, device) -> dict[str, Callable[[], object]]:
-    from diffuserve.kernels.reference import select_commit_ref
+    from diffuserve.kernels.torch_kernels import select_commit_torch
 
     rows = conf.numel()
     offsets = torch.arange(0, rows + 1, ROWS_PER_SEQ, dtype=torch.long, device=device)
@@ -113,7 +112,7 @@ def _select_fns(args, conf, n_seqs, device) -> dict[str, Callable[[], object]]:
     canvas = torch.zeros(rows, dtype=torch.long, device=device)
     index = torch.arange(rows, dtype=torch.long, device=device)
     sel_args = (conf, offsets, k, thr, tokens, canvas, index)
-    fns: dict[str, Callable[[], object]] = {"eager": lambda: select_commit_ref(*sel_args)}
+    fns: dict[str, Callable[[], object]] = {"eager": lambda: select_commit_torch(*sel_args)}
     if "triton" in args.backends and device.type == "cuda":
         from diffuserve.kernels.triton_select import select_commit_triton
 

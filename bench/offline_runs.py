@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 from diffuserve.engine.llm_engine import LLMEngine, RequestResult, collect
+from diffuserve.engine.oracle import generate_variable
 from diffuserve.engine.params import DiffusionParams
-from diffuserve.engine.reference import generate_variable
 
 
 @dataclass

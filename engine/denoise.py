@@ -7,12 +7,27 @@ lays out, for one engine step, which row belongs to which request and with which
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..kernels import row_pass, select_commit
-from .attention.base import to_device
+from ..kernels import RowOptions, row_pass, select_commit
 from .config import ModelConfig
+from .device import to_device
 from .sequence import Sequence, StepPlan
+
+
+@dataclass(frozen=True)
+class StepRows:
+    """One step's kernel inputs: the row options of every masked row, and per sequence the
+    selection inputs and the canvas the commits are written into."""
+
+    options: RowOptions
+    canvas: torch.Tensor  # (L,) int64: the current blocks of all sequences, concatenated
+    canvas_index: torch.Tensor  # (R,) int64: each row's position in `canvas`
+    offsets: torch.Tensor  # (B + 1,) int64: rows of sequence b are offsets[b]:offsets[b+1]
+    k: torch.Tensor  # (B,) int64: tokens to commit (schedule policy)
+    threshold: torch.Tensor  # (B,) float32: confidence threshold, -1 = none
 
 
 class Denoiser:
@@ -25,7 +40,7 @@ class Denoiser:
         self.suppress_ids = torch.tensor(stop[:1], dtype=torch.long, device=device)
         self.conf_block_ids = torch.tensor(stop, dtype=torch.long, device=device)
 
-    def prepare(self, work: list[tuple[Sequence, StepPlan]]) -> dict[str, torch.Tensor]:
+    def prepare(self, work: list[tuple[Sequence, StepPlan]]) -> StepRows:
         """Per-row kernel inputs for the denoising sequences in `work` (built before the forward,
         so the host-to-device copies overlap the model on CUDA).
 
@@ -61,34 +76,31 @@ class Denoiser:
             ks.append(plan.k)
             thresholds.append(p.threshold if p.threshold is not None else -1.0)
         dev = self.device
-        return dict(
+        options = RowOptions(
             temperature=to_device(temperature, torch.float32, dev), seed=to_device(seed, torch.long, dev),
             pos=to_device(pos, torch.long, dev), step=to_device(step, torch.long, dev),
             bias_token=to_device(bias_token, torch.long, dev),
             bias_value=to_device(bias_value, torch.float32, dev),
-            suppress_row=to_device(suppress, torch.bool, dev),
-            conf_block_row=to_device(conf_block, torch.bool, dev),
+            suppress_ids=self.suppress_ids, suppress_row=to_device(suppress, torch.bool, dev),
+            conf_block_ids=self.conf_block_ids, conf_block_row=to_device(conf_block, torch.bool, dev),
             random_conf=to_device(random_conf, torch.bool, dev),
-            canvas=to_device(canvas, torch.long, dev), canvas_index=to_device(canvas_index, torch.long, dev),
+        )  # fmt: skip
+        return StepRows(
+            options, canvas=to_device(canvas, torch.long, dev),
+            canvas_index=to_device(canvas_index, torch.long, dev),
             offsets=to_device(offsets, torch.long, dev), k=to_device(ks, torch.long, dev),
             threshold=to_device(thresholds, torch.float32, dev),
         )  # fmt: skip
 
-    def commit(self, logits: torch.Tensor, rows: dict[str, torch.Tensor]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def commit(self, logits: torch.Tensor, rows: StepRows) -> tuple[torch.Tensor, torch.Tensor]:
         """logits `(R, V)` for the rows of `prepare`. Returns (canvas `(L,)` with this step's
         commits written in, row_bad `(R,)` bool: rows with non-finite logits)."""
         # The mask token is never a candidate: committing it would leave the position masked forever.
         logits[:, self.mask_id] = float("-inf")
-        row_keys = ("temperature", "seed", "pos", "step", "bias_token", "bias_value", "suppress_row",
-                    "conf_block_row", "random_conf")
-        tokens, conf = row_pass(logits, suppress_ids=self.suppress_ids, conf_block_ids=self.conf_block_ids,
-                                **{key: rows[key] for key in row_keys})
-        canvas = rows["canvas"]
-        select_commit(conf, rows["offsets"], rows["k"], rows["threshold"], tokens, canvas,
-                      rows["canvas_index"])
+        tokens, conf = row_pass(logits, rows.options)
+        select_commit(conf, rows.offsets, rows.k, rows.threshold, tokens, rows.canvas, rows.canvas_index)
         # A NaN hidden state makes its whole logit row NaN: column 0 tells, without a pass over V.
         # Such a request fails alone (see LLMEngine.step).
         row_bad = torch.isnan(conf) | torch.isnan(logits[:, 0])
-        return canvas, row_bad
+        return rows.canvas, row_bad
 

@@ -60,8 +60,8 @@ def build_params(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from .config import CheckpointError
     from .llm_engine import LLMEngine
+    from .oracle import generate_fixed, generate_variable
     from .params import ParamError
-    from .reference import generate_fixed, generate_variable
 
     try:
         engine_config = engine_config_from_args(args)

@@ -12,11 +12,11 @@ import torch
 
 from .attention import select_backend
 from .config import ModelConfig
+from .decoding import think_token_ids
 from .engine_config import EngineConfig, resolve_device, resolve_dtype
 from .kv_cache import KVCache, kv_pool_pages, pages_for
 from .outputs import BlockOutput, EngineStats, StepStats
 from .params import DiffusionParams, ParamError
-from .reference import think_token_ids
 from .runner import ModelRunner, StepResult
 from .scheduler import Scheduler
 from .scoring import ScoreParams, ScoringSequence

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from .attention import AttentionBackend, Segment
-from .attention.base import to_device
 from .config import ModelConfig
+from .device import to_device
 from .denoise import Denoiser
 from .scoring import row_scores
 from .sequence import Sequence, StepPlan

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 from .config import ModelConfig
+from .decoding import block_steps, think_bias
 from .params import DiffusionParams, transfer_schedule
-from .reference import block_steps, think_bias
 
 # A block that still holds masks after this many steps (the model keeps predicting the mask id
 # itself) fails instead of looping forever.

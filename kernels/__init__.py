@@ -1,7 +1,7 @@
 """Denoising kernels: per masked row, candidate token + confidence (`row_pass`); per sequence,
 the rows to commit, written into the canvas (`select_commit`).
 
-Dispatch: the Triton kernels for CUDA tensors when `triton` imports, the PyTorch reference
+Dispatch: the Triton kernels for CUDA tensors when `triton` imports, the PyTorch path
 otherwise. `DIFFUSERVE_KERNELS=torch|triton` forces one (triton on CPU tensors needs
 `TRITON_INTERPRET=1` set before triton is first imported). Triton is imported lazily, so the
 CPU path never loads it.
@@ -15,15 +15,17 @@ import os
 import torch
 
 from .checks import KernelArgError, check_out, check_row_pass, check_select
-from .reference import row_pass_ref, select_commit_ref, softmax_at
+from .row_options import RowOptions
+from .torch_kernels import row_pass_torch, select_commit_torch, softmax_at
 
 __all__ = [
     "KernelArgError",
+    "RowOptions",
     "backend_for",
     "row_pass",
-    "row_pass_ref",
+    "row_pass_torch",
     "select_commit",
-    "select_commit_ref",
+    "select_commit_torch",
     "softmax_at",
 ]
 
@@ -53,38 +55,23 @@ def backend_for(device: torch.device) -> str:
 
 def row_pass(
     logits: torch.Tensor,
+    opts: RowOptions,
     *,
-    temperature: torch.Tensor,
-    seed: torch.Tensor,
-    pos: torch.Tensor,
-    step: torch.Tensor,
-    bias_token: torch.Tensor,
-    bias_value: torch.Tensor,
-    suppress_ids: torch.Tensor,
-    suppress_row: torch.Tensor,
-    conf_block_ids: torch.Tensor,
-    conf_block_row: torch.Tensor,
-    random_conf: torch.Tensor,
     out_token: torch.Tensor | None = None,
     out_conf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate token `(R,)` int64 and confidence `(R,)` float32 per row of logits `(R, V)`.
 
-    See `reference.row_pass_ref` for the exact semantics.
+    See `torch_kernels.row_pass_torch` for the exact semantics.
     """
-    opts = dict(
-        temperature=temperature, seed=seed, pos=pos, step=step, bias_token=bias_token,
-        bias_value=bias_value, suppress_ids=suppress_ids, suppress_row=suppress_row,
-        conf_block_ids=conf_block_ids, conf_block_row=conf_block_row, random_conf=random_conf,
-    )  # fmt: skip
     check_row_pass(logits, opts)
     check_out("out_token", out_token, torch.int64, logits.shape[0], logits.device)
     check_out("out_conf", out_conf, torch.float32, logits.shape[0], logits.device)
     if backend_for(logits.device) == "triton":
         from .triton_row import row_pass_triton
 
-        return row_pass_triton(logits, **opts, out_token=out_token, out_conf=out_conf)
-    return row_pass_ref(logits, **opts, out_token=out_token, out_conf=out_conf)
+        return row_pass_triton(logits, opts, out_token=out_token, out_conf=out_conf)
+    return row_pass_torch(logits, opts, out_token=out_token, out_conf=out_conf)
 
 
 def select_commit(
@@ -99,7 +86,7 @@ def select_commit(
 ) -> torch.Tensor:
     """Committed mask `(R,)` bool; commits the chosen rows' tokens into `canvas` in place.
 
-    See `reference.select_commit_ref` for the exact semantics.
+    See `torch_kernels.select_commit_torch` for the exact semantics.
     """
     args = (confidence, offsets, k, threshold, tokens, canvas, canvas_index)
     check_select(*args)
@@ -108,4 +95,4 @@ def select_commit(
         from .triton_select import select_commit_triton
 
         return select_commit_triton(*args, out_committed=out_committed)
-    return select_commit_ref(*args, out_committed=out_committed)
+    return select_commit_torch(*args, out_committed=out_committed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .row_options import RowOptions
+
 LOGIT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -30,8 +32,10 @@ def check_vector(
         raise KernelArgError(f"{name} must be contiguous (stride 1), got stride {t.stride(0)}")
 
 
-def check_row_pass(logits: torch.Tensor, opts: dict[str, torch.Tensor]) -> None:
-    """Checks the row pass arguments; `opts` holds the keyword tensors of `row_pass`."""
+def check_row_pass(logits: torch.Tensor, opts) -> None:
+    """Checks the row pass arguments: the logits and the `RowOptions` tensors."""
+    if not isinstance(opts, RowOptions):
+        raise KernelArgError(f"row options must be a RowOptions, got {type(opts).__name__}")
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise KernelArgError(f"logits must be a 2-D (rows, vocab) tensor, got {shape}")
@@ -58,9 +62,9 @@ def check_row_pass(logits: torch.Tensor, opts: dict[str, torch.Tensor]) -> None:
         "random_conf": torch.bool,
     }
     for name, dtype in per_row.items():
-        check_vector(name, opts[name], dtype, n_rows, dev)
-    check_vector("suppress_ids", opts["suppress_ids"], torch.int64, None, dev)
-    check_vector("conf_block_ids", opts["conf_block_ids"], torch.int64, None, dev)
+        check_vector(name, getattr(opts, name), dtype, n_rows, dev)
+    check_vector("suppress_ids", opts.suppress_ids, torch.int64, None, dev)
+    check_vector("conf_block_ids", opts.conf_block_ids, torch.int64, None, dev)
 
 
 def check_out(

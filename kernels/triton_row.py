@@ -20,6 +20,7 @@ import triton.language as tl
 
 from . import noise
 from .checks import KernelArgError, check_out, check_row_pass
+from .row_options import RowOptions
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 BLOCK = 2048  # vocabulary ids per tile
@@ -181,28 +182,14 @@ def _row_combine_kernel(
 
 def row_pass_triton(
     logits: torch.Tensor,
+    opts: RowOptions,
     *,
-    temperature: torch.Tensor,
-    seed: torch.Tensor,
-    pos: torch.Tensor,
-    step: torch.Tensor,
-    bias_token: torch.Tensor,
-    bias_value: torch.Tensor,
-    suppress_ids: torch.Tensor,
-    suppress_row: torch.Tensor,
-    conf_block_ids: torch.Tensor,
-    conf_block_row: torch.Tensor,
-    random_conf: torch.Tensor,
     out_token: torch.Tensor | None = None,
     out_conf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton version of `reference.row_pass_ref` (same arguments, same results)."""
-    opts = dict(
-        temperature=temperature, seed=seed, pos=pos, step=step, bias_token=bias_token,
-        bias_value=bias_value, suppress_ids=suppress_ids, suppress_row=suppress_row,
-        conf_block_ids=conf_block_ids, conf_block_row=conf_block_row, random_conf=random_conf,
-    )  # fmt: skip
+    """Triton version of `torch_kernels.row_pass_torch` (same arguments, same results)."""
     check_row_pass(logits, opts)
+    o = opts
     n_rows, vocab = logits.shape
     dev = logits.device
     check_out("out_token", out_token, torch.int64, n_rows, dev)
@@ -221,15 +208,15 @@ def row_pass_triton(
     extra = {} if _INTERPRET else {"num_warps": 8, "enable_fp_fusion": False}
     _row_split_kernel[(n_rows, n_splits)](
         logits, logits.stride(0), vocab,
-        temperature, seed, pos, step, bias_token, bias_value,
-        suppress_ids, suppress_ids.numel(), suppress_row.view(torch.int8),
+        o.temperature, o.seed, o.pos, o.step, o.bias_token, o.bias_value,
+        o.suppress_ids, o.suppress_ids.numel(), o.suppress_row.view(torch.int8),
         part_f[0], part_f[1], part_i[0], part_f[2], part_i[1], part_f[3],
         n_splits, BLOCK=BLOCK, SPLIT=SPLIT, **extra,
     )  # fmt: skip
     _row_combine_kernel[(n_rows,)](
         part_f[0], part_f[1], part_i[0], part_f[2], part_i[1], part_f[3], n_splits,
-        temperature, seed, pos, step, random_conf.view(torch.int8),
-        conf_block_ids, conf_block_ids.numel(), conf_block_row.view(torch.int8),
+        o.temperature, o.seed, o.pos, o.step, o.random_conf.view(torch.int8),
+        o.conf_block_ids, o.conf_block_ids.numel(), o.conf_block_row.view(torch.int8),
         token, conf,
         NS_P2=triton.next_power_of_2(n_splits), REMASK_TERM=_REMASK_TERM,
     )  # fmt: skip

@@ -57,7 +57,7 @@ def select_commit_triton(
     canvas_index: torch.Tensor,
     out_committed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Triton version of `reference.select_commit_ref` (same arguments, same results).
+    """Triton version of `torch_kernels.select_commit_torch` (same arguments, same results).
 
     offsets must be non-decreasing with offsets[0] = 0 and offsets[-1] = rows, and canvas_index
     must point inside the canvas: not checked here, since checking would sync with the GPU.

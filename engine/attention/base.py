@@ -66,10 +66,3 @@ def split_groups(segments: list[Segment]) -> tuple[list[Segment], list[Segment],
         raise ValueError("paged segments must precede dense segments in the batch")
     return paged, dense, sum(s.n_query for s in paged)
 
-
-def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A host list as a tensor on `device`; pinned on CUDA so the copy does not sync the stream."""
-    t = torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import AttentionBackend, Segment, split_groups, to_device, write_slots
+from ..device import to_device
+from .base import AttentionBackend, Segment, split_groups, write_slots
 
 
 class _VarlenBase(AttentionBackend):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import AttentionBackend, Segment, split_groups, to_device, write_slots
+from ..device import to_device
+from .base import AttentionBackend, Segment, split_groups, write_slots
 
 # A bucket holds segments whose query counts and key counts are each within this factor, so
 # padding wastes little.

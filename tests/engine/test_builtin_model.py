@@ -13,7 +13,7 @@ import torch
 from diffuserve.engine.assets import BUILTIN_DIR
 from diffuserve.engine.models.loader import load_model
 from diffuserve.engine.params import DiffusionParams
-from diffuserve.engine.reference import generate_variable
+from diffuserve.engine.oracle import generate_variable
 from diffuserve.engine.training.corpus import chunk_stream, pretrain_stream
 from diffuserve.engine.training.data import extract_pairs, held_out_pairs, load_split
 from diffuserve.engine.training.evaluate import body_parses, masked_accuracy, most_frequent_token

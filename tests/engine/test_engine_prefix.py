@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from diffuserve.engine.params import DiffusionParams
-from diffuserve.engine.reference import generate_variable
+from diffuserve.engine.oracle import generate_variable
 from engine_cases import engine, prompts, tiny_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from diffuserve.engine.params import DiffusionParams, ParamError
-from diffuserve.engine.reference import generate_fixed, generate_variable
+from diffuserve.engine.oracle import generate_fixed, generate_variable
 from engine_cases import engine, prompts, tiny_config, tiny_model
 
 

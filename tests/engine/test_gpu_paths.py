@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 from diffuserve.engine.params import DiffusionParams
-from diffuserve.kernels import row_pass_ref, select_commit_ref
+from diffuserve.kernels import RowOptions, row_pass_torch, select_commit_torch
 from engine_cases import engine, prompts, tiny_model
 
 pytestmark = [
@@ -33,9 +33,9 @@ def test_triton_row_pass_on_cuda_matches_reference(dtype):
     # session, and the kernel tests set it to 1 in their own conftest.
     from diffuserve.kernels.triton_row import row_pass_triton
 
-    want_tok, want_conf = row_pass_ref(logits, **opts)
+    want_tok, want_conf = row_pass_torch(logits, RowOptions(**opts))
     cuda = {k: t.cuda() for k, t in opts.items()}
-    tok, conf = row_pass_triton(logits.cuda(), **cuda)
+    tok, conf = row_pass_triton(logits.cuda(), RowOptions(**cuda))
     assert torch.equal(tok.cpu(), want_tok)
     tol = 1e-5 if dtype == torch.float32 else 1e-3
     assert torch.allclose(conf.cpu(), want_conf, rtol=tol, atol=1e-7)
@@ -52,7 +52,7 @@ def test_triton_select_on_cuda_matches_reference():
     canvas = torch.full((40,), 5)
     index = torch.arange(40)
     want = canvas.clone()
-    want_mask = select_commit_ref(conf, offsets, k, thr, tokens, want, index)
+    want_mask = select_commit_torch(conf, offsets, k, thr, tokens, want, index)
     got = canvas.cuda()
     mask = select_commit_triton(conf.cuda(), offsets.cuda(), k.cuda(), thr.cuda(), tokens.cuda(), got,
                                 index.cuda())

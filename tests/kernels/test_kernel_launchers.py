@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.kernels import KernelArgError, backend_for, row_pass, select_commit
+from diffuserve.kernels import KernelArgError, RowOptions, backend_for, row_pass, select_commit
 from diffuserve.kernels.triton_row import row_pass_triton
 from diffuserve.kernels.triton_select import select_commit_triton
 from kernel_cases import make_rows
@@ -30,16 +30,16 @@ def test_row_pass_argument_errors(fn, change, message):
     logits, opts = make_rows(3, 40)
     logits, opts = change(logits, opts)
     with pytest.raises(KernelArgError, match=message):
-        fn(logits, **opts)
+        fn(logits, RowOptions(**opts))
 
 
 @pytest.mark.parametrize("fn", [row_pass, row_pass_triton])
 def test_row_pass_out_buffer_errors(fn):
     logits, opts = make_rows(3, 40)
     with pytest.raises(KernelArgError, match="out_token must be torch.int64"):
-        fn(logits, **opts, out_token=torch.empty(3, dtype=torch.int32))
+        fn(logits, RowOptions(**opts), out_token=torch.empty(3, dtype=torch.int32))
     with pytest.raises(KernelArgError, match="out_conf must have 3 entries"):
-        fn(logits, **opts, out_conf=torch.empty(4))
+        fn(logits, RowOptions(**opts), out_conf=torch.empty(4))
 
 
 def _select_args():
@@ -83,6 +83,6 @@ def test_forced_triton_on_cpu_runs_the_kernels(monkeypatch):
     # With TRITON_INTERPRET=1 (set by conftest) the public API runs the Triton path on the CPU.
     monkeypatch.setenv("DIFFUSERVE_KERNELS", "triton")
     logits, opts = make_rows(2, 100, temperature=1.0)
-    monkeypatch.setattr("diffuserve.kernels.row_pass_ref", None)  # the torch path would fail
-    tok, conf = row_pass(logits, **opts)
+    monkeypatch.setattr("diffuserve.kernels.row_pass_torch", None)  # the torch path would fail
+    tok, conf = row_pass(logits, RowOptions(**opts))
     assert tok.shape == (2,) and torch.isfinite(conf).all()

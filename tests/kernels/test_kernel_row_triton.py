@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.kernels import noise
-from diffuserve.kernels.reference import row_pass_ref
+from diffuserve.kernels import RowOptions, noise
+from diffuserve.kernels.torch_kernels import row_pass_torch
 from diffuserve.kernels.triton_row import SPLIT, row_pass_triton
 from kernel_cases import make_rows, take_rows
 
@@ -37,8 +37,8 @@ def _biased_float64(logits: torch.Tensor, o: dict[str, torch.Tensor]) -> torch.T
 
 
 def _assert_matches_reference(logits, o, dtype):
-    tok, conf = row_pass_triton(logits, **o)
-    ref_tok, ref_conf = row_pass_ref(logits, **o)
+    tok, conf = row_pass_triton(logits, RowOptions(**o))
+    ref_tok, ref_conf = row_pass_torch(logits, RowOptions(**o))
     assert torch.equal(tok, ref_tok)
     finite = torch.isfinite(ref_conf)
     assert torch.equal(finite, torch.isfinite(conf))
@@ -71,7 +71,7 @@ def test_row_pass_matches_reference(vocab, dtype):
 def test_noise_matches_the_spec_bit_for_bit():
     # At temperature 1e4 the noise decides the argmax, so any hash difference changes the token.
     logits, o = make_rows(16, 3 * SPLIT + 5, gen_seed=7, temperature=1e4, scale=1e-3)
-    tok, _ = row_pass_triton(logits, **o)
+    tok, _ = row_pass_triton(logits, RowOptions(**o))
     noise_only = torch.argmax(noise.gumbel_rows(o["seed"], o["pos"], o["step"], logits.shape[1]), dim=1)
     assert torch.equal(tok, noise_only)
 
@@ -96,8 +96,8 @@ def test_all_suppressed_row_gives_id_zero_like_torch_argmax():
     logits, o = make_rows(2, 40, gen_seed=13)
     o["suppress_ids"] = torch.arange(40)
     o["suppress_row"][1] = True
-    tok, _ = row_pass_triton(logits, **o)
-    ref_tok, _ = row_pass_ref(logits, **o)
+    tok, _ = row_pass_triton(logits, RowOptions(**o))
+    ref_tok, _ = row_pass_torch(logits, RowOptions(**o))
     assert int(tok[1]) == 0 == int(ref_tok[1]) and torch.equal(tok, ref_tok)
 
 
@@ -105,7 +105,7 @@ def test_same_seed_same_result_whatever_the_batch():
     vocab = SPLIT + 300
     logits, o = make_rows(6, vocab, gen_seed=21, temperature=[0.0, 1.0, 2.0, 0.5, 1.0, 0.7])
     o["random_conf"][4] = True
-    tok, conf = row_pass_triton(logits, **o)
+    tok, conf = row_pass_triton(logits, RowOptions(**o))
     # The same rows reversed, interleaved with unrelated rows, in a row-strided buffer.
     others, other_o = make_rows(6, vocab, gen_seed=22, temperature=1.3)
     order = torch.arange(5, -1, -1)
@@ -116,11 +116,11 @@ def test_same_seed_same_result_whatever_the_batch():
     }
     wide = torch.full((12, vocab + 64), 1e9)
     wide[:, :vocab] = mixed
-    tok2, conf2 = row_pass_triton(wide[:, :vocab], **merged)
+    tok2, conf2 = row_pass_triton(wide[:, :vocab], RowOptions(**merged))
     assert torch.equal(tok2[1::2], tok[order]) and torch.equal(conf2[1::2], conf[order])
     # And one row alone.
     one = take_rows(o, torch.tensor([2]))
-    tok3, conf3 = row_pass_triton(logits[2:3], **one)
+    tok3, conf3 = row_pass_triton(logits[2:3], RowOptions(**one))
     assert int(tok3[0]) == int(tok[2]) and float(conf3[0]) == float(conf[2])
 
 
@@ -128,14 +128,14 @@ def test_output_buffers_fully_written():
     logits, o = make_rows(7, 999, gen_seed=31, temperature=0.9)
     out_tok = torch.full((7,), -12345, dtype=torch.long)
     out_conf = torch.full((7,), float("nan"))
-    tok, conf = row_pass_triton(logits, **o, out_token=out_tok, out_conf=out_conf)
+    tok, conf = row_pass_triton(logits, RowOptions(**o), out_token=out_tok, out_conf=out_conf)
     assert tok.data_ptr() == out_tok.data_ptr() and conf.data_ptr() == out_conf.data_ptr()
-    ref_tok, ref_conf = row_pass_ref(logits, **o)
+    ref_tok, ref_conf = row_pass_torch(logits, RowOptions(**o))
     assert torch.equal(out_tok, ref_tok)
     torch.testing.assert_close(out_conf, ref_conf, rtol=1e-5, atol=0)
 
 
 def test_empty_batch():
     logits, o = make_rows(0, 50)
-    tok, conf = row_pass_triton(logits, **o)
+    tok, conf = row_pass_triton(logits, RowOptions(**o))
     assert tok.shape == (0,) and conf.shape == (0,)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.kernels.reference import select_commit_ref
+from diffuserve.kernels.torch_kernels import select_commit_torch
 from diffuserve.kernels.triton_select import BLOCK, select_commit_triton
 
 
@@ -24,7 +24,7 @@ def _case(lengths: list[int], gen_seed: int, ties: bool = False):
 
 def _run_both(conf, offsets, k, thr, tokens, canvas, canvas_index):
     canvas_ref = canvas.clone()
-    ref = select_commit_ref(conf, offsets, k, thr, tokens, canvas_ref, canvas_index)
+    ref = select_commit_torch(conf, offsets, k, thr, tokens, canvas_ref, canvas_index)
     out = torch.ones(conf.numel(), dtype=torch.bool)  # poisoned: every row "committed"
     got = select_commit_triton(conf, offsets, k, thr, tokens, canvas, canvas_index, out_committed=out)
     assert got.data_ptr() == out.data_ptr()

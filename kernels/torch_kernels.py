@@ -1,6 +1,7 @@
-"""PyTorch reference of the denoising kernels: the CPU production path and the test oracle.
+"""The denoising kernels in PyTorch: the production path on the CPU, and the specification the
+Triton kernels are tested against.
 
-`row_pass_ref` gives each masked row its candidate token and confidence; `select_commit_ref`
+`row_pass_torch` gives each masked row its candidate token and confidence; `select_commit_torch`
 picks, per sequence, the rows to commit and writes their tokens into the canvas. The Triton
 kernels in `triton_row.py` / `triton_select.py` compute the same functions.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .noise import gumbel_rows, remask_scores_rows
+from .row_options import RowOptions
 
 # Rows are processed in chunks of about this many logits, so the float32 copy and the int64
 # noise temporaries stay bounded (a 1024 x 155136 batch would otherwise need several GB), and on
@@ -46,7 +48,7 @@ def row_chunk(
     random_conf: torch.Tensor,
     noisy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`row_pass_ref` on all rows at once, with no host sync (so torch.compile takes it whole).
+    """`row_pass_torch` on all rows at once, with no host sync (so torch.compile takes it whole).
 
     noisy=False skips the Gumbel noise: only right when every temperature is 0.
     """
@@ -70,20 +72,10 @@ def row_chunk(
     return cand, conf
 
 
-def row_pass_ref(
+def row_pass_torch(
     logits: torch.Tensor,
+    opts: RowOptions,
     *,
-    temperature: torch.Tensor,
-    seed: torch.Tensor,
-    pos: torch.Tensor,
-    step: torch.Tensor,
-    bias_token: torch.Tensor,
-    bias_value: torch.Tensor,
-    suppress_ids: torch.Tensor,
-    suppress_row: torch.Tensor,
-    conf_block_ids: torch.Tensor,
-    conf_block_row: torch.Tensor,
-    random_conf: torch.Tensor,
     out_token: torch.Tensor | None = None,
     out_conf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,16 +93,13 @@ def row_pass_ref(
     chunk = max(1, _CHUNK_ELEMS // max(vocab, 1))
     for start in range(0, n_rows, chunk):
         rows = slice(start, min(start + chunk, n_rows))
-        noisy = bool((temperature[rows] > 0).any())  # host sync: skips the noise at temperature 0
-        token[rows], conf[rows] = row_chunk(
-            logits[rows], temperature[rows], seed[rows], pos[rows], step[rows], bias_token[rows],
-            bias_value[rows], suppress_ids, suppress_row[rows], conf_block_ids, conf_block_row[rows],
-            random_conf[rows], noisy=noisy,
-        )  # fmt: skip
+        part = opts.take(rows)
+        noisy = bool((part.temperature > 0).any())  # host sync: skips the noise at temperature 0
+        token[rows], conf[rows] = row_chunk(logits[rows], *part.tensors(), noisy=noisy)
     return token, conf
 
 
-def select_commit_ref(
+def select_commit_torch(
     confidence: torch.Tensor,
     offsets: torch.Tensor,
     k: torch.Tensor,

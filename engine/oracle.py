@@ -1,6 +1,6 @@
-"""Exact reference samplers: the oracle every faster path is tested against.
+"""The oracle: exact reference samplers that every faster path is tested against.
 
-Written from the algorithm (DESIGN.md 1.1-1.4), not copied: each step runs one
+Written from the algorithm (docs/design.md, "Sampling"), not copied: each step runs one
 dense forward over the whole canvas (prompt + answer so far + masks), then
 picks, per row and in plain Python, which masked positions of the current block
 to commit. Prompts of different lengths share a batch through left padding and
@@ -20,6 +20,7 @@ import torch
 from ..kernels import softmax_at
 from ..kernels.noise import gumbel, remask_scores
 from .config import ModelConfig
+from .decoding import block_steps, think_bias, think_token_ids
 from .params import DiffusionParams, ParamError, transfer_schedule
 
 
@@ -29,39 +30,6 @@ class RefResult:
     text: str
     steps: int
     finish_reason: str  # "stop" | "length"
-
-
-def block_steps(params: DiffusionParams, n: int) -> int:
-    """Steps for a block of n tokens: a full block gets steps_per_block, a short one proportionally fewer."""
-    return max(1, math.ceil(params.steps_per_block * n / params.block_length))
-
-
-def think_token_ids(cfg: ModelConfig, tokenizer) -> list[int]:
-    if tokenizer is None:
-        return []
-    return list(tokenizer.encode(cfg.think_end_text, add_special_tokens=False))
-
-
-def think_bias(
-    answer: list[int], first_masked: int, think_ids: list[int], params: DiffusionParams
-) -> tuple[int, float] | None:
-    """(token, bias) for the growing </think> boost at answer index `first_masked`, or None.
-
-    `answer` is the answer canvas (masks included). Everything before `first_masked`
-    is committed, since it is the first masked position. The boosted token is the
-    next one of the </think> sequence given how much of it the answer already ends with.
-    """
-    if params.think_boost <= 0 or not think_ids or _contains(answer, think_ids):
-        return None
-    before = answer[:first_masked]
-    j = max(k for k in range(len(think_ids)) if k == 0 or before[-k:] == think_ids[:k])
-    progress = (first_masked + 1) / params.max_tokens
-    return think_ids[j], params.think_boost * progress**params.think_power
-
-
-def _contains(seq: list[int], sub: list[int]) -> bool:
-    n = len(sub)
-    return any(seq[i : i + n] == sub for i in range(len(seq) - n + 1))
 
 
 def choose_candidates(

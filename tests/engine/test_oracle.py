@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 from diffuserve.engine.config import ModelConfig
+from diffuserve.engine.decoding import think_bias
+from diffuserve.engine.oracle import generate_fixed, generate_variable, llada_generate
 from diffuserve.engine.params import DiffusionParams, ParamError, transfer_schedule
-from diffuserve.engine.reference import generate_fixed, generate_variable, llada_generate, think_bias
 from torch import nn
 
 V, MASK, EOS = 64, 5, 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.kernels import noise, row_pass, select_commit
-from diffuserve.kernels.reference import row_pass_ref, select_commit_ref
+from diffuserve.kernels import RowOptions, noise, row_pass, select_commit
+from diffuserve.kernels.torch_kernels import row_pass_torch, select_commit_torch
 from kernel_cases import make_rows, take_rows
 
 
@@ -29,7 +29,7 @@ def _naive_row(x: torch.Tensor, o: dict[str, torch.Tensor], i: int) -> tuple[int
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_row_pass_ref_matches_naive(dtype):
+def test_row_pass_torch_matches_naive(dtype):
     logits, o = make_rows(12, 301, dtype, gen_seed=1, temperature=[0.0, 0.7, 1.3] * 4)
     o["bias_token"][::3] = torch.tensor([5, 17, 300, 2])
     o["bias_value"][::3] = 50.0
@@ -38,7 +38,7 @@ def test_row_pass_ref_matches_naive(dtype):
     o["conf_block_ids"] = torch.tensor([5, 2])
     o["conf_block_row"][:6] = True
     o["random_conf"][1::4] = True
-    tok, conf = row_pass_ref(logits, **o)
+    tok, conf = row_pass_torch(logits, RowOptions(**o))
     for i in range(12):
         t, c = _naive_row(logits[i], o, i)
         assert int(tok[i]) == t
@@ -59,18 +59,18 @@ def test_row_scalar_and_tensor_seed_noise_agree():
         )
 
 
-def test_row_pass_ref_chunks_and_strided_view():
+def test_row_pass_torch_chunks_and_strided_view():
     # More rows than one chunk, and a row-strided view: same as row by row.
     base, o = make_rows(20, 2 * 300, gen_seed=2, temperature=0.9)
     logits = base[:, :300]  # row stride 600
-    import diffuserve.kernels.reference as ref
+    import diffuserve.kernels.torch_kernels as ref
 
     old, ref._CHUNK_ELEMS = ref._CHUNK_ELEMS, 1000  # 3 rows per chunk
     try:
-        tok, conf = row_pass_ref(logits, **o)
+        tok, conf = row_pass_torch(logits, RowOptions(**o))
     finally:
         ref._CHUNK_ELEMS = old
-    tok2, conf2 = row_pass_ref(logits.contiguous(), **o)
+    tok2, conf2 = row_pass_torch(logits.contiguous(), RowOptions(**o))
     assert torch.equal(tok, tok2) and torch.equal(conf, conf2)
     assert torch.equal(base[:, :300], logits)  # the caller's logits are not modified
 
@@ -88,7 +88,7 @@ def _naive_select(conf, offsets, k, thr):
     return out
 
 
-def test_select_commit_ref_matches_naive():
+def test_select_commit_torch_matches_naive():
     g = torch.Generator().manual_seed(3)
     lengths = [5, 0, 1, 9, 4, 7]
     offsets = torch.tensor([0] + lengths).cumsum(0)
@@ -101,7 +101,7 @@ def test_select_commit_ref_matches_naive():
     tokens = torch.randint(0, 1000, (n,), generator=g)
     canvas = torch.full((100,), -7, dtype=torch.long)
     index = torch.randperm(100, generator=g)[:n]
-    committed = select_commit_ref(conf, offsets, k, thr, tokens, canvas, index)
+    committed = select_commit_torch(conf, offsets, k, thr, tokens, canvas, index)
     assert torch.equal(committed, _naive_select(conf, offsets, k, thr))
     expect = torch.full((100,), -7, dtype=torch.long)
     expect[index[committed]] = tokens[committed]
@@ -111,8 +111,8 @@ def test_select_commit_ref_matches_naive():
 def test_public_api_dispatches_to_torch_on_cpu(monkeypatch):
     monkeypatch.delenv("DIFFUSERVE_KERNELS", raising=False)
     logits, o = make_rows(3, 64, gen_seed=4, temperature=1.0)
-    tok, conf = row_pass(logits, **o)
-    tok2, conf2 = row_pass_ref(logits, **take_rows(o, torch.arange(3)))
+    tok, conf = row_pass(logits, RowOptions(**o))
+    tok2, conf2 = row_pass_torch(logits, RowOptions(**take_rows(o, torch.arange(3))))
     assert torch.equal(tok, tok2) and torch.equal(conf, conf2)
     canvas = torch.zeros(3, dtype=torch.long)
     offsets = torch.tensor([0, 3])
