@@ -17,8 +17,8 @@ COMMANDS = {
     "chat": "diffuserve.clients.chat_cmd",
     "eval": "diffuserve.clients.eval_cmd",
     "bench": "diffuserve.bench.cli",
-    "train-builtin": "diffuserve.engine.training.cli",
-    "eval-builtin": "diffuserve.engine.training.eval_cli",
+    "train-builtin": "diffuserve.training.cli",
+    "eval-tasks": "diffuserve.tasks.eval_cmd",
 }
 
 SUMMARY = {
@@ -27,8 +27,8 @@ SUMMARY = {
     "chat": "interactive terminal chat against a server",
     "eval": "lm-evaluation-harness tasks against a server (/v1/score, completions)",
     "bench": "benchmarks: bench serve | offline | http | kernels",
-    "train-builtin": "train the built-in model from the Python standard library",
-    "eval-builtin": "measure the built-in model (model card figures)",
+    "train-builtin": "train the built-in model on its task corpus",
+    "eval-tasks": "task accuracy of a model on the built-in suite (offline or --base-url)",
 }
 
 

@@ -2,6 +2,8 @@
 
 The special tokens come first so their ids are fixed (the mask id 5 matches
 iLLaDA's, which the loader assumes for the family because iLLaDA's config lacks it).
+Every digit is its own token (a `Digits` pre-tokenizer runs before the byte-level
+split): column arithmetic is not learnable when BPE merges "57" into one symbol.
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192) -> Any:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> Any:
     """Train a byte-level BPE `tokenizers.Tokenizer` on `texts` (deterministic for fixed input)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

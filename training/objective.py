@@ -6,6 +6,12 @@ token with cross-entropy weighted by 1/t. The sum is divided by the number of
 tokens in the batch (not the number of masks), as in LLaDA's pretraining loss,
 which makes it an upper bound on the per-token negative log-likelihood.
 
+Prompt-visible rows: `visible` marks tokens that are never masked. The trainer
+keeps the prompt visible in a share of the rows (LLaDA's SFT masking) beside rows
+masked over the whole sequence (iLLaDA's recipe): on a few CPU-hours, whole-sequence
+masking alone spends most of its signal predicting the random operands of a
+prompt, which no model can learn, and learns the answer many times slower.
+
 Random-length training: a share of the rows is cut at a random point into two
 segments that cannot attend to each other and whose positions restart at 0, so
 the model also sees sequences shorter than T (iLLaDA splits 8192-token rows in two).
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.bidir_llama import BidirectionalLM
+from ..engine.models.bidir_llama import BidirectionalLM
 
 
 @dataclass(frozen=True)
@@ -46,12 +52,18 @@ def random_split_layout(batch: int, length: int, split_prob: float, gen: torch.G
 
 
 def mask_tokens(
-    tokens: torch.Tensor, mask_id: int, gen: torch.Generator, t_min: float = 1e-3
+    tokens: torch.Tensor, mask_id: int, gen: torch.Generator, t_min: float = 1e-3,
+    visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward process: (noisy (B, T), masked (B, T) bool, t (B,)); one t per row."""
+    """Forward process: (noisy (B, T), masked (B, T) bool, t (B,)); one t per row.
+
+    `visible` (B, T) bool: tokens kept as they are whatever t is.
+    """
     b, n = tokens.shape
     t = t_min + (1.0 - t_min) * torch.rand(b, generator=gen)  # (B,) in (t_min, 1]
     masked = torch.rand(b, n, generator=gen) < t[:, None]
+    if visible is not None:
+        masked &= ~visible
     noisy = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
     return noisy, masked, t
 
@@ -81,9 +93,10 @@ def diffusion_loss(
     mask_id: int,
     gen: torch.Generator,
     t_min: float = 1e-3,
+    visible: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 1 estimate for a batch of clean rows `(B, T)`; returns (loss, stats for the log)."""
-    noisy, masked, t = mask_tokens(tokens, mask_id, gen, t_min)
+    noisy, masked, t = mask_tokens(tokens, mask_id, gen, t_min, visible)
     if not masked.any():  # all rows drew tiny t: no term, but keep the graph valid
         masked[:, 0] = True
     logits = masked_logits(model, noisy, layout, masked)  # (M, V)

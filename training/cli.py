@@ -1,4 +1,4 @@
-"""`diffuserve train-builtin`: train the built-in model from the standard library (CPU, fixed seed)."""
+"""`diffuserve train-builtin`: train the built-in model on the task corpus (CPU, fixed seed)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import shutil
 from dataclasses import replace
 
 HELP = (
-    "Train the built-in masked diffusion code model on the running interpreter's standard library: "
-    "BPE tokenizer, masked-diffusion pretraining, then SFT on (signature+docstring -> body) pairs. "
-    "Defaults reproduce the shipped checkpoint (about 20 minutes on 2 otherwise idle CPU cores)."
+    "Train the built-in masked diffusion model on the seeded task corpus (addition and subtraction "
+    "with worked traces, sorting, multiple choice, completion): byte-level BPE with single-digit "
+    "tokens, then masked-diffusion training in the iLLaDA SFT format. Defaults reproduce the shipped "
+    "checkpoint (see the model card for its wall time on 2 CPU cores)."
 )
 
 
@@ -18,19 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
     d, s = TrainConfig(), ModelShape()
-    parser.add_argument("--out-dir", default=d.out_dir, help="run folder (log + checkpoint/)")
+    parser.add_argument("--out-dir", default=d.out_dir, help="run folder (log, snapshots/, checkpoint/)")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--pretrain-steps", type=int, default=d.pretrain.steps)
-    parser.add_argument("--sft-steps", type=int, default=d.sft.steps)
-    parser.add_argument("--lr", type=float, default=d.pretrain.lr, help="peak pretraining learning rate")
-    parser.add_argument("--sft-lr", type=float, default=d.sft.lr)
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--examples", type=int, default=d.examples, help="corpus size in problems")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
+    parser.add_argument("--prompt-visible-prob", type=float, default=d.prompt_visible_prob,
+                        help="share of rows whose prompt tokens are never masked")
     parser.add_argument("--hidden-size", type=int, default=s.hidden_size)
     parser.add_argument("--layers", type=int, default=s.num_layers)
     parser.add_argument("--heads", type=int, default=s.num_heads)
     parser.add_argument("--kv-heads", type=int, default=s.num_kv_heads)
     parser.add_argument("--intermediate-size", type=int, default=s.intermediate_size)
+    parser.add_argument("--snapshot-every", type=int, default=d.snapshot_every)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--install", action="store_true",
                         help="copy the finished checkpoint into the package's built-in model folder")
@@ -43,23 +46,24 @@ def build_config(args: argparse.Namespace):
     d = TrainConfig()
     shape = ModelShape(hidden_size=args.hidden_size, num_layers=args.layers, num_heads=args.heads,
                        num_kv_heads=args.kv_heads, intermediate_size=args.intermediate_size)
-    warm_pre = max(1, min(d.pretrain.warmup_steps, args.pretrain_steps // 10))
-    warm_sft = max(1, min(d.sft.warmup_steps, args.sft_steps // 10))
     return replace(
         d, out_dir=args.out_dir, seed=args.seed, shape=shape, batch_size=args.batch_size,
-        seq_len=args.seq_len, threads=args.threads,
-        pretrain=replace(d.pretrain, steps=args.pretrain_steps, lr=args.lr, warmup_steps=warm_pre),
-        sft=replace(d.sft, steps=args.sft_steps, lr=args.sft_lr, warmup_steps=warm_sft),
+        seq_len=args.seq_len, threads=args.threads, steps=args.steps, lr=args.lr,
+        examples=args.examples, prompt_visible_prob=args.prompt_visible_prob,
+        warmup_steps=max(1, min(d.warmup_steps, args.steps // 10)), snapshot_every=args.snapshot_every,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..assets import BUILTIN_DIR
+    from ..engine.assets import BUILTIN_DIR
     from .train import train
 
     ckpt = train(build_config(args))
     if args.install:
         BUILTIN_DIR.mkdir(parents=True, exist_ok=True)
+        for f in BUILTIN_DIR.iterdir():
+            if f.is_file() and f.name != "README.md":  # the model card is written by hand
+                f.unlink()
         for f in ckpt.iterdir():
             if f.is_file():
                 shutil.copyfile(f, BUILTIN_DIR / f.name)

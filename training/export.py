@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..models.bidir_llama import BidirectionalLM
-from ..models.weight_maps import checkpoint_names
+from ..engine.models.bidir_llama import BidirectionalLM
+from ..engine.models.weight_maps import checkpoint_tensors
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -25,12 +25,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 @dataclass(frozen=True)
 class ModelShape:
-    hidden_size: int = 256
+    hidden_size: int = 128
     num_layers: int = 6
-    num_heads: int = 8
+    num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 688
-    vocab_size: int = 8192
+    intermediate_size: int = 384
+    vocab_size: int = 512
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
@@ -86,9 +86,9 @@ def save_checkpoint(
 ) -> None:
     """Write config.json, model.safetensors (bfloat16, checkpoint names) and the tokenizer files."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(model.named_parameters())
-    names = checkpoint_names(model.cfg, list(params))
-    tensors = {names[n]: p.detach().to(torch.bfloat16).contiguous().clone() for n, p in params.items()}
+    # Fused projections (qkv, gate/up) are split back into the checkpoint's separate tensors.
+    named = checkpoint_tensors(model.cfg, dict(model.named_parameters()))
+    tensors = {n: p.detach().to(torch.bfloat16).contiguous().clone() for n, p in named.items()}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600; package data must be readable
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")

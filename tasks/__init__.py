@@ -1,0 +1,1 @@
+"""The built-in model's task suite and its evaluation harness."""

@@ -1,0 +1,189 @@
+"""The built-in model's task suite: prompt forms, reference answers, held-out split, grading.
+
+The prompt forms are a public contract. The training corpus, the repository's
+evaluation and any outside check all use fresh numbers in exactly these forms:
+
+- ``add``  (chat): ``What is A + B?``  (0 <= A, B <= 999). The reply is a worked
+  trace inside ``<think>``...``</think>`` (column arithmetic, least significant
+  column first, carry-in written as ``+1``), then the bare result.
+- ``sub``  (chat): ``What is A - B?``  (0 <= B <= A <= 999). Same, with borrows
+  written by prefixing the column's top digit with ``1`` and a borrow-in as ``-1``.
+- ``sort`` (chat): ``Sort: x1 x2 ... xn`` (2 <= n <= 8, 0 <= xi <= 99, repeats
+  allowed). The reply is the numbers in ascending order separated by single spaces.
+- ``mc``   (chat): ``Question: What is A + B?`` then lines ``A. v1`` .. ``D. v4``
+  (one correct value, three near misses). The reply is the letter alone.
+- ``complete`` (plain completion, no chat template): prompt ``A + B =``; the
+  continuation is a space and the result, then the end of text.
+
+A reply's answer is the text after the last ``</think>`` (the whole reply when
+there is none), stripped. The held-out split is by problem: an arithmetic pair
+(A, B) is held out for every form that uses it, a sort list by its multiset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+THINK_START, THINK_END = "<think>", "</think>"
+TASKS = ("add", "sub", "sort", "mc", "complete")
+CHAT_TASKS = frozenset({"add", "sub", "sort", "mc"})
+HELD_OUT_PERCENT = 10  # share of problems (by key hash) reserved for evaluation
+MC_LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class Problem:
+    task: str
+    prompt: str  # the user message (chat tasks) or the raw completion prompt
+    answer: str  # the reference answer, as grading compares it
+    response: str  # the full training target (trace included)
+
+    @property
+    def chat(self) -> bool:
+        return self.task in CHAT_TASKS
+
+
+def extract_answer(reply: str) -> str:
+    """The text after the last `</think>` (the whole reply when there is none), stripped."""
+    cut = reply.rfind(THINK_END)
+    return (reply[cut + len(THINK_END):] if cut >= 0 else reply).strip()
+
+
+def is_correct(problem: Problem, reply: str) -> bool:
+    return extract_answer(reply) == problem.answer
+
+
+# --- the split ------------------------------------------------------------------------------
+
+
+def problem_key(task: str, *numbers: int) -> str:
+    """Arithmetic forms share one key per (A, B) pair so no form leaks another's held-out answer."""
+    if task in ("add", "mc", "complete"):
+        return f"add:{numbers[0]}:{numbers[1]}"
+    if task == "sub":
+        return f"sub:{numbers[0]}:{numbers[1]}"
+    return "sort:" + ",".join(str(x) for x in sorted(numbers))
+
+
+def is_held_out(key: str) -> bool:
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:4], "little") % 100 < HELD_OUT_PERCENT
+
+
+# --- worked traces --------------------------------------------------------------------------
+
+
+def _columns(a: int, b: int) -> list[tuple[int, int]]:
+    width = max(len(str(a)), len(str(b)))
+    da, db = str(a).zfill(width), str(b).zfill(width)
+    return [(int(x), int(y)) for x, y in zip(reversed(da), reversed(db))]
+
+
+def addition_trace(a: int, b: int) -> str:
+    """`7+5=12 4+8+1=13 3+2+1=6` for 347 + 285: one column a step, carry-in as `+1`."""
+    steps, carry = [], 0
+    for x, y in _columns(a, b):
+        total = x + y + carry
+        steps.append(f"{x}+{y}{'+1' if carry else ''}={total}")
+        carry = total // 10
+    return " ".join(steps)
+
+
+def subtraction_trace(a: int, b: int) -> str:
+    """`12-8=4 13-7-1=5 5-1-1=3` for 532 - 178: a borrowed column's top digit gets a leading 1."""
+    steps, borrow = [], 0
+    for x, y in _columns(a, b):
+        diff = x - y - borrow
+        top = x + 10 if diff < 0 else x
+        steps.append(f"{top}-{y}{'-1' if borrow else ''}={diff % 10}")
+        borrow = 1 if diff < 0 else 0
+    return " ".join(steps)
+
+
+def _think(trace: str, answer: str) -> str:
+    return f"{THINK_START}{trace}{THINK_END}{answer}"
+
+
+# --- problem constructors (one per form) ------------------------------------------------------
+
+
+def add_problem(a: int, b: int) -> Problem:
+    ans = str(a + b)
+    return Problem("add", f"What is {a} + {b}?", ans, _think(addition_trace(a, b), ans))
+
+
+def sub_problem(a: int, b: int) -> Problem:
+    if b > a:
+        raise ValueError("subtraction problems have B <= A")
+    ans = str(a - b)
+    return Problem("sub", f"What is {a} - {b}?", ans, _think(subtraction_trace(a, b), ans))
+
+
+def sort_problem(xs: list[int]) -> Problem:
+    ans = " ".join(str(x) for x in sorted(xs))
+    return Problem("sort", "Sort: " + " ".join(str(x) for x in xs), ans, ans)
+
+
+def near_misses(total: int, rng: random.Random) -> list[int]:
+    """Three distinct wrong sums that differ from `total` in one column (±1, ±10, ±100)."""
+    pool = [total + d for d in (1, -1, 10, -10, 100, -100) if total + d >= 0]
+    rng.shuffle(pool)
+    return pool[:3]
+
+
+def mc_problem(a: int, b: int, rng: random.Random) -> Problem:
+    total = a + b
+    options = near_misses(total, rng) + [total]
+    rng.shuffle(options)
+    letter = MC_LETTERS[options.index(total)]
+    lines = [f"Question: What is {a} + {b}?"] + [f"{L}. {v}" for L, v in zip(MC_LETTERS, options)]
+    return Problem("mc", "\n".join(lines), letter, letter)
+
+
+def complete_problem(a: int, b: int) -> Problem:
+    return Problem("complete", f"{a} + {b} =", str(a + b), f" {a + b}")
+
+
+# --- sampling -----------------------------------------------------------------------------
+
+
+def sample_problem(task: str, rng: random.Random) -> tuple[Problem, str]:
+    """One fresh problem of `task` and its split key."""
+    if task in ("add", "mc", "complete"):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        key = problem_key(task, a, b)
+        if task == "add":
+            return add_problem(a, b), key
+        if task == "mc":
+            return mc_problem(a, b, rng), key
+        return complete_problem(a, b), key
+    if task == "sub":
+        a = rng.randint(0, 999)
+        b = rng.randint(0, a)
+        return sub_problem(a, b), problem_key(task, a, b)
+    if task == "sort":
+        xs = [rng.randint(0, 99) for _ in range(rng.randint(2, 8))]
+        return sort_problem(xs), problem_key(task, *xs)
+    raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+
+
+def sample_split(task: str, rng: random.Random, held_out: bool) -> Problem:
+    """Rejection-sample a problem from one side of the split."""
+    while True:
+        problem, key = sample_problem(task, rng)
+        if is_held_out(key) == held_out:
+            return problem
+
+
+def held_out_problems(task: str, n: int, seed: int = 0) -> list[Problem]:
+    """`n` distinct held-out problems of `task` (deterministic for a seed)."""
+    rng = random.Random(f"eval:{task}:{seed}")
+    seen, out = set(), []
+    while len(out) < n:
+        p = sample_split(task, rng, held_out=True)
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            out.append(p)
+    return out

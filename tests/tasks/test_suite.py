@@ -1,0 +1,148 @@
+"""The task suite is a public contract: prompt forms, answers, the held-out split and grading."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+from diffuserve.tasks.suite import (
+    MC_LETTERS,
+    TASKS,
+    Problem,
+    add_problem,
+    addition_trace,
+    extract_answer,
+    held_out_problems,
+    is_correct,
+    is_held_out,
+    mc_problem,
+    problem_key,
+    sample_problem,
+    sort_problem,
+    sub_problem,
+    subtraction_trace,
+)
+from diffuserve.training.corpus import training_problems
+
+FORMS = {
+    "add": re.compile(r"What is (\d+) \+ (\d+)\?"),
+    "sub": re.compile(r"What is (\d+) - (\d+)\?"),
+    "sort": re.compile(r"Sort: \d+( \d+)+"),
+    "mc": re.compile(r"Question: What is (\d+) \+ (\d+)\?\nA\. \d+\nB\. \d+\nC\. \d+\nD\. \d+"),
+    "complete": re.compile(r"(\d+) \+ (\d+) ="),
+}
+
+
+def test_worked_traces_follow_column_arithmetic():
+    assert addition_trace(347, 285) == "7+5=12 4+8+1=13 3+2+1=6"
+    assert subtraction_trace(532, 178) == "12-8=4 13-7-1=5 5-1-1=3"
+    assert add_problem(347, 285).response == "<think>7+5=12 4+8+1=13 3+2+1=6</think>632"
+    assert sub_problem(500, 498).answer == "2"
+    assert add_problem(999, 1).response.endswith("</think>1000")
+    with pytest.raises(ValueError):
+        sub_problem(3, 4)
+
+
+@pytest.mark.parametrize("a,b", [(0, 0), (5, 123), (999, 999), (100, 99), (7, 7), (1000 - 1, 0)])
+def test_traces_evaluate_to_the_result(a, b):
+    # Each column step is true arithmetic, and the answer digits are the columns' last digits.
+    for step in addition_trace(a, b).split():
+        lhs, rhs = step.split("=")
+        assert sum(int(x) for x in lhs.split("+")) == int(rhs)
+    if b <= a:
+        digits = []
+        for step in subtraction_trace(a, b).split():
+            lhs, rhs = step.split("=")
+            first, *rest = lhs.split("-")
+            assert int(first) - sum(int(x) for x in rest) == int(rhs)
+            digits.append(rhs)
+        assert int("".join(reversed(digits))) == a - b
+
+
+def test_every_form_matches_the_contract():
+    rng = random.Random(1)
+    for task in TASKS:
+        for _ in range(200):
+            p, _ = sample_problem(task, rng)
+            m = FORMS[task].fullmatch(p.prompt)
+            assert m, (task, p.prompt)
+            if task in ("add", "mc", "complete", "sub"):
+                a, b = int(m.group(1)), int(m.group(2))
+                assert 0 <= a <= 999 and 0 <= b <= 999
+                if task == "sub":
+                    assert b <= a and p.answer == str(a - b)
+                else:
+                    assert (p.answer if task != "mc" else p.prompt.split(f"\n{p.answer}. ")[1].split("\n")[0]) \
+                        == str(a + b)
+            if task == "sort":
+                xs = [int(x) for x in p.prompt[len("Sort: "):].split()]
+                assert 2 <= len(xs) <= 8 and all(0 <= x <= 99 for x in xs)
+                assert p.answer == " ".join(map(str, sorted(xs))) and p.response == p.answer
+            if task == "complete":
+                assert p.response == " " + p.answer and not p.chat
+            else:
+                assert p.chat
+
+
+def test_multiple_choice_has_one_correct_option_and_three_near_misses():
+    rng = random.Random(0)
+    for _ in range(300):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        p = mc_problem(a, b, rng)
+        values = [int(line[3:]) for line in p.prompt.split("\n")[1:]]
+        assert len(set(values)) == 4 and values.count(a + b) == 1
+        assert MC_LETTERS[values.index(a + b)] == p.answer
+        assert all(abs(v - (a + b)) in (1, 10, 100) for v in values if v != a + b)
+
+
+def test_corpus_is_deterministic_for_a_seed():
+    assert training_problems(500, seed=3) == training_problems(500, seed=3)
+    assert training_problems(500, seed=3) != training_problems(500, seed=4)
+    counts = {t: 0 for t in TASKS}
+    for p in training_problems(2000, seed=0):
+        counts[p.task] += 1
+    assert all(c > 100 for c in counts.values()), counts
+
+
+def test_held_out_split_never_overlaps_training():
+    train_prompts = set()
+    for p in training_problems(20000, seed=0):
+        assert not _held_out(p), p
+        train_prompts.add(p.prompt)
+    for task in TASKS:
+        held = held_out_problems(task, 200, seed=0)
+        assert len({p.prompt for p in held}) == 200
+        assert all(_held_out(p) for p in held)
+        assert not {p.prompt for p in held} & train_prompts
+        assert held == held_out_problems(task, 200, seed=0)  # deterministic
+
+
+def test_arithmetic_forms_share_one_split_key():
+    # A pair held out for addition is held out for multiple choice and completion too.
+    assert problem_key("add", 12, 34) == problem_key("mc", 12, 34) == problem_key("complete", 12, 34)
+    assert problem_key("sort", 5, 1, 5) == problem_key("sort", 1, 5, 5)
+    share = sum(is_held_out(problem_key("add", a, b)) for a in range(100) for b in range(100)) / 1e4
+    assert 0.08 < share < 0.12
+
+
+def _held_out(p: Problem) -> bool:
+    m = FORMS[p.task].fullmatch(p.prompt)
+    if p.task == "sort":
+        nums = [int(x) for x in p.prompt[len("Sort: "):].split()]
+        return is_held_out(problem_key("sort", *nums))
+    return is_held_out(problem_key(p.task, int(m.group(1)), int(m.group(2))))
+
+
+def test_grading_takes_the_text_after_the_last_think_end():
+    p = add_problem(347, 285)
+    assert extract_answer("<think>x</think> 632 \n") == "632"
+    assert extract_answer("<think>a</think>1</think>632") == "632"
+    assert extract_answer(" 632") == "632"
+    assert is_correct(p, p.response) and is_correct(p, "632")
+    # Known-wrong answers are scored wrong.
+    assert not is_correct(p, "<think>7+5=12 4+8+1=13 3+2+1=6</think>633")
+    assert not is_correct(p, "<think>632</think>")
+    assert not is_correct(p, "6320")
+    assert not is_correct(sort_problem([3, 1]), "3 1")
+    assert is_correct(sort_problem([3, 1]), "1 3")

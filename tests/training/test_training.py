@@ -1,0 +1,144 @@
+"""The training pieces of the built-in model: tokenizer, corpus packing, objective, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+from diffuserve.tasks.suite import TASKS, sample_problem
+from diffuserve.training.corpus import ChatFrame, build_stream, example_ids, sample_windows, training_problems
+from diffuserve.training.export import ModelShape, hf_config, init_weights
+from diffuserve.training.objective import diffusion_loss, mask_tokens, random_split_layout
+from diffuserve.training.tokenizer import (
+    EOS_ID,
+    EOT_ID,
+    load_hf_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
+
+TINY = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab_size=320)
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    problems = training_problems(3000, seed=0)
+    fast = train_tokenizer((t for p in problems for t in (p.prompt, p.response, "user", "assistant")), 512)
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(fast, folder, 1024)
+    return fast, load_hf_tokenizer(folder), problems
+
+
+def test_every_digit_is_its_own_token(tokenizers):
+    fast, hf, _ = tokenizers
+    assert not [t for t in fast.get_vocab() if sum(c.isdigit() for c in t) > 1]
+    ids = hf.encode("What is 12345 + 678?", add_special_tokens=False)
+    pieces = hf.convert_ids_to_tokens(ids)
+    assert [p for p in pieces if p.lstrip("Ġ").isdigit()] == list("12345678")
+
+
+def test_tokenizer_round_trips_text(tokenizers):
+    _, hf, problems = tokenizers
+    texts = [p.prompt for p in problems[:200]] + [p.response for p in problems[:200]]
+    texts += ["Ünïcode ✓ and\ttabs\n\n  spaces", "<think>1+2=3</think>3"]
+    for text in texts:
+        assert hf.decode(hf.encode(text, add_special_tokens=False)) == text
+
+
+def test_chat_template_renders_through_transformers(tokenizers):
+    _, hf, _ = tokenizers
+    text = hf.apply_chat_template([{"role": "user", "content": "What is 1 + 2?"}], tokenize=False,
+                                  add_generation_prompt=True)
+    assert text == ("<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nWhat is 1 + 2?<|eot_id|>"
+                    "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    think = hf.convert_tokens_to_ids(["<think>", "</think>"])
+    assert hf.decode(think) == "<think></think>"  # visible in decoded text, one token each
+
+
+def test_packed_stream_equals_the_transformers_route(tokenizers):
+    fast, hf, _ = tokenizers
+    rng = random.Random(7)
+    problems = [sample_problem(t, rng)[0] for t in TASKS for _ in range(20)]
+    stream, is_prompt = build_stream(problems, fast, ChatFrame.from_tokenizer(hf), block_length=32)
+    at = 0
+    for p in problems:
+        prompt, answer = example_ids(p, hf, 32)
+        n = len(prompt) + len(answer)
+        assert stream[at:at + n].tolist() == prompt + answer
+        assert is_prompt[at:at + n].tolist() == [True] * len(prompt) + [False] * len(answer)
+        # The answer: response, end of turn (chat only), then EOS up to a whole number of blocks.
+        assert len(answer) % 32 == 0 and answer[-1] == EOS_ID
+        assert (EOT_ID in answer) == p.chat
+        text = hf.decode([t for t in answer if t not in (EOS_ID, EOT_ID)])
+        assert text == p.response
+        at += n
+    assert at == stream.numel()
+
+
+def test_windows_carry_their_prompt_flags():
+    stream = torch.arange(1000)
+    flags = stream % 3 == 0
+    tokens, f = sample_windows(stream, flags, 8, 64, torch.Generator().manual_seed(0))
+    assert tokens.shape == f.shape == (8, 64)
+    assert torch.equal(f, tokens % 3 == 0)
+
+
+def test_visible_tokens_are_never_masked():
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(9, 100, (64, 128))
+    visible = torch.rand(64, 128, generator=gen) < 0.5
+    for _ in range(5):
+        noisy, masked, _ = mask_tokens(tokens, 5, gen, visible=visible)
+        assert not (masked & visible).any()
+        assert torch.equal(noisy[visible], tokens[visible])
+        assert masked.any()
+
+
+def test_objective_masks_at_rate_t_and_splits_rows():
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(9, 100, (64, 128))
+    noisy, masked, t = mask_tokens(tokens, 5, gen)
+    assert torch.equal(noisy[masked], torch.full_like(noisy[masked], 5))
+    assert torch.equal(noisy[~masked], tokens[~masked])
+    assert abs(masked.float().mean(1) - t).mean() < 0.06  # per-row mask share follows t
+    layout = random_split_layout(400, 32, 0.3, gen)
+    split_rows = layout.segment_ids.any(1)
+    assert 0.2 < split_rows.float().mean() < 0.4
+    r = int(split_rows.nonzero()[0])
+    cut = int(layout.segment_ids[r].argmax())
+    assert layout.positions[r, cut] == 0 and layout.positions[r, cut - 1] == cut - 1
+
+
+def test_diffusion_loss_has_gradients_for_every_weight():
+    from diffuserve.engine.config import ModelConfig
+    from diffuserve.engine.models.bidir_llama import BidirectionalLM
+
+    model = BidirectionalLM(ModelConfig.from_hf(hf_config(TINY)))
+    init_weights(model)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(9, 64, (4, 16))
+    loss, stats = diffusion_loss(model, tokens, random_split_layout(4, 16, 0.5, gen), 5, gen)
+    loss.backward()
+    assert torch.isfinite(loss) and 0 < stats["mask_frac"] <= 1
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_tiny_training_run_writes_a_loadable_checkpoint_reproducibly(tmp_path):
+    from diffuserve.engine.llm_engine import LLMEngine
+    from diffuserve.engine.params import DiffusionParams
+    from diffuserve.training.train import TrainConfig, train
+
+    def run(out):
+        cfg = replace(TrainConfig(), out_dir=str(out), examples=1500, tokenizer_examples=300, steps=3,
+                      batch_size=2, seq_len=64, shape=replace(TINY, vocab_size=512), snapshot_every=2)
+        return train(cfg)
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert (tmp_path / "a" / "snapshots" / "step_000002" / "model.safetensors").is_file()
+    engine = LLMEngine.from_pretrained(str(first))
+    assert engine.cfg.family == "illada" and engine.cfg.mask_token_id == 5
+    out = engine.generate([[1, 2, 3]], DiffusionParams(max_tokens=8, block_length=8, cache="none"))[0]
+    assert out.finish_reason in ("stop", "length") and engine.cfg.mask_token_id not in out.token_ids

@@ -1,0 +1,1 @@
+"""Training of the built-in model (never imported by serving)."""
