@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     if args.base_url:
         for s in settings:
-            reports.append(evaluate_http(args.base_url, args.served_model_name, problems, s, args.concurrency))
+            reports.append(evaluate_http(args.base_url, args.served_model_name, problems, s,
+                                         args.concurrency))
     else:
         import torch
 

@@ -78,7 +78,7 @@ def is_held_out(key: str) -> bool:
 def _columns(a: int, b: int) -> list[tuple[int, int]]:
     width = max(len(str(a)), len(str(b)))
     da, db = str(a).zfill(width), str(b).zfill(width)
-    return [(int(x), int(y)) for x, y in zip(reversed(da), reversed(db))]
+    return [(int(x), int(y)) for x, y in zip(reversed(da), reversed(db), strict=True)]
 
 
 def addition_trace(a: int, b: int) -> str:
@@ -138,7 +138,8 @@ def mc_problem(a: int, b: int, rng: random.Random) -> Problem:
     options = near_misses(total, rng) + [total]
     rng.shuffle(options)
     letter = MC_LETTERS[options.index(total)]
-    lines = [f"Question: What is {a} + {b}?"] + [f"{L}. {v}" for L, v in zip(MC_LETTERS, options)]
+    choices = [f"{L}. {v}" for L, v in zip(MC_LETTERS, options, strict=True)]
+    lines = [f"Question: What is {a} + {b}?"] + choices
     return Problem("mc", "\n".join(lines), letter, letter)
 
 

@@ -37,7 +37,7 @@ def training_problems(n: int, seed: int, mix: dict[str, float] | None = None) ->
     if unknown:
         raise ValueError(f"unknown tasks in the mix: {sorted(unknown)}")
     rng = random.Random(f"corpus:{seed}")
-    names, weights = zip(*sorted(mix.items()))
+    names, weights = zip(*sorted(mix.items()), strict=False)
     return [sample_split(rng.choices(names, weights)[0], rng, held_out=False) for _ in range(n)]
 
 
@@ -93,7 +93,7 @@ def build_stream(
     responses = fast_tokenizer.encode_batch([p.response for p in problems], add_special_tokens=False)
     ids: list[int] = []
     is_prompt: list[bool] = []
-    for p, pe, re_ in zip(problems, prompts, responses):
+    for p, pe, re_ in zip(problems, prompts, responses, strict=False):
         answer = answer_ids(p, re_.ids, block_length)
         ids.extend(pe.ids)
         ids.extend(answer)

@@ -94,8 +94,9 @@ def train(cfg: TrainConfig) -> Path:
     save_tokenizer(fast_tok, ckpt_dir, cfg.shape.max_position_embeddings)
     frame = ChatFrame.from_tokenizer(load_hf_tokenizer(ckpt_dir))
     stream, prompt_flags = build_stream(problems, fast_tok, frame, cfg.block_length)
+    prompt_share = 100 * prompt_flags.float().mean().item()
     log.info("corpus: %d examples, %d tokens (%.0f%% prompt); vocabulary %d",
-             len(problems), stream.numel(), 100 * prompt_flags.float().mean().item(), fast_tok.get_vocab_size())
+             len(problems), stream.numel(), prompt_share, fast_tok.get_vocab_size())
 
     shape = ModelShape(**{**asdict(cfg.shape), "vocab_size": padded_vocab(fast_tok.get_vocab_size())})
     config = hf_config(shape)

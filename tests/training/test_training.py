@@ -19,7 +19,8 @@ from diffuserve.training.tokenizer import (
     train_tokenizer,
 )
 
-TINY = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab_size=320)
+TINY = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
+                  vocab_size=320)
 
 
 @pytest.fixture(scope="module")
