@@ -18,6 +18,7 @@ KINDS = {
     "offline": ("diffuserve.bench.offline", "offline engine benchmark against the reference sampler"),
     "http": ("diffuserve.bench.http", "HTTP server against the offline engine, same load"),
     "kernels": ("diffuserve.bench.kernels", "micro-benchmark of the denoising kernels"),
+    "scoring": ("diffuserve.bench.scoring", "multiple-choice accuracy and questions/s (/v1/score)"),
 }
 
 
