@@ -18,10 +18,15 @@ from .bodies import (
     raise_for_event_error,
     score_body,
 )
-from .errors import DiffuserveAPIError, DiffuserveConnectionError, DiffuserveTimeoutError
+from .errors import (
+    DiffuserveAPIError,
+    DiffuserveConnectionError,
+    DiffuserveTimeoutError,
+    json_object,
+    transport_error,
+)
 from .retry import RetryPolicy
 from .sse import aiter_events
-from .sync_client import _maybe_json, _transport_error
 from .types import BlockDelta, Completion, Health, ModelInfo, ScoreResult
 
 
@@ -68,7 +73,7 @@ class AsyncDiffuserveClient:
     async def health(self) -> Health:
         async with self._send("GET", "/health", raise_errors=False) as response:
             await response.aread()
-            return Health(response.is_success, response.status_code, _maybe_json(response))
+            return Health(response.is_success, response.status_code, json_object(response))
 
     async def chat(self, messages: list[Message], max_tokens: int | None = None, model: str | None = None,
                    **fields: Any) -> Completion:
@@ -126,7 +131,7 @@ class AsyncDiffuserveClient:
             except httpx.TransportError as e:
                 wait = self.retry.wait_for_transport_error(attempt, method, e)
                 if wait is None:
-                    raise _transport_error(method, path, e) from e
+                    raise transport_error(method, path, e) from e
                 await self._sleep(wait)
                 attempt += 1
                 continue

@@ -67,3 +67,19 @@ class DiffuserveAPIError(DiffuserveError):
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             body=parsed,
         )
+
+
+def transport_error(method: str, path: str, e: httpx.TransportError) -> DiffuserveError:
+    """The client error for a transport failure: a timeout, or a connection that failed."""
+    if isinstance(e, httpx.TimeoutException):
+        return DiffuserveTimeoutError(f"{method} {path} timed out: {e!r}")
+    return DiffuserveConnectionError(f"{method} {path} failed: {e!r}")
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The response body as a JSON object ({} when it is not JSON; a non-object is wrapped)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {"value": data}

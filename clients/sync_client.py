@@ -18,7 +18,13 @@ from .bodies import (
     raise_for_event_error,
     score_body,
 )
-from .errors import DiffuserveAPIError, DiffuserveConnectionError, DiffuserveTimeoutError
+from .errors import (
+    DiffuserveAPIError,
+    DiffuserveConnectionError,
+    DiffuserveTimeoutError,
+    json_object,
+    transport_error,
+)
 from .retry import RetryPolicy
 from .sse import iter_events
 from .types import BlockDelta, Completion, Health, ModelInfo, ScoreResult
@@ -70,7 +76,7 @@ class DiffuserveClient:
         """Never raises for an error status: a 503 from /health is an answer, not a failure."""
         with self._send("GET", "/health", raise_errors=False) as response:
             response.read()
-            return Health(response.is_success, response.status_code, _maybe_json(response))
+            return Health(response.is_success, response.status_code, json_object(response))
 
     def chat(self, messages: list[Message], max_tokens: int | None = None, model: str | None = None,
              **fields: Any) -> Completion:
@@ -129,7 +135,7 @@ class DiffuserveClient:
             except httpx.TransportError as e:
                 wait = self.retry.wait_for_transport_error(attempt, method, e)
                 if wait is None:
-                    raise _transport_error(method, path, e) from e
+                    raise transport_error(method, path, e) from e
                 self._sleep(wait)
                 attempt += 1
                 continue
@@ -147,17 +153,3 @@ class DiffuserveClient:
             yield response
         finally:
             response.close()
-
-
-def _transport_error(method: str, path: str, e: httpx.TransportError) -> Exception:
-    if isinstance(e, httpx.TimeoutException):
-        return DiffuserveTimeoutError(f"{method} {path} timed out: {e!r}")
-    return DiffuserveConnectionError(f"{method} {path} failed: {e!r}")
-
-
-def _maybe_json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {"value": data}
