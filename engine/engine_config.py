@@ -39,6 +39,8 @@ class EngineConfig:
                                                       choices=ATTENTION_BACKENDS)
     dtype: str = _option("auto", "auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16")
     device: str = _option("auto", "auto (cuda when available, else cpu) | cpu | cuda | cuda:N")
+    # Ranks the model is split across (Megatron tensor parallelism, one process per rank).
+    tensor_parallel_size: int = _option(1, "processes (GPUs) the model is split across by tensor parallelism")
 
     def __post_init__(self) -> None:
         positive = {
@@ -46,6 +48,7 @@ class EngineConfig:
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "prefill_chunk_size": self.prefill_chunk_size,
             "kv_page_size": self.kv_page_size,
+            "tensor_parallel_size": self.tensor_parallel_size,
         }
         for name, value in positive.items():
             if int(value) < 1:

@@ -83,6 +83,10 @@ class LLMEngine:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.econf = econf = engine_config or EngineConfig()
+        shard = getattr(model, "tp_shard", None)
+        if econf.tensor_parallel_size != (1 if shard is None else shard.world):
+            raise ValueError(f"tensor_parallel_size={econf.tensor_parallel_size} needs a model split by "
+                             "LLMEngine.from_pretrained (engine/distributed), not a whole one")
         weight = model.embed.weight
         self.device, dtype = weight.device, weight.dtype
         num_pages = kv_pool_pages(cfg, econf, dtype, self.device)
@@ -103,6 +107,10 @@ class LLMEngine:
         from .models.loader import load_model
 
         econf = engine_config or EngineConfig()
+        if econf.tensor_parallel_size > 1:  # rank 0 here, workers in their own processes
+            from .distributed import start_tensor_parallel
+
+            return start_tensor_parallel(cls, model, econf, dtype, device, overrides)
         dev = resolve_device(econf.device if device == "auto" else device)
         dt = resolve_dtype(econf.dtype if dtype == "auto" else dtype, dev)
         loaded = load_model(model, dtype=dt, device=dev, **overrides)

@@ -83,7 +83,7 @@ class ModelRunner:
         if score_idx:
             n_score = score_rows.numel()
             hidden, score_hidden = hidden[: hidden.shape[0] - n_score], hidden[hidden.shape[0] - n_score :]
-            scored = row_scores(self.model.logits(score_hidden), score_targets, self.cfg.mask_token_id)
+            scored = row_scores(self.model.full_logits(score_hidden), score_targets, self.cfg.mask_token_id)
 
         new_blocks: list[list[int] | None] = [None] * len(batch)
         failed: list[str | None] = [None] * len(batch)

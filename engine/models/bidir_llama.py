@@ -88,6 +88,12 @@ class Block(nn.Module):
         self.mlp_norm = make_norm(cfg)
         self.gate_up_proj = nn.Linear(h, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=False)
+        # Tensor parallelism (engine/distributed): this rank holds a slice of the heads and FFN
+        # columns, so o_proj and down_proj give partial sums that `reduce` adds across ranks.
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def _reduced(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.reduce is None else self.reduce(t)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer_idx: int, attend: AttendFn,
@@ -105,9 +111,9 @@ class Block(nn.Module):
         attn = attend(layer_idx, q, k, v).reshape(n, -1)  # (N, H * D)
         if keep is not None:
             x, attn = x[keep], attn[keep]
-        x = x + self.o_proj(attn)
+        x = x + self._reduced(self.o_proj(attn))
         gate, up = self.gate_up_proj(self.mlp_norm(x)).split(self.ffn, dim=-1)
-        return x + self.down_proj(F.silu(gate) * up)
+        return x + self._reduced(self.down_proj(F.silu(gate) * up))
 
 
 class BidirectionalLM(nn.Module):
@@ -125,7 +131,13 @@ class BidirectionalLM(nn.Module):
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`(R, V)`; under tensor parallelism this rank's vocabulary slice `(R, V / N)`."""
         return F.linear(self.norm(hidden), self.lm_head_weight())
+
+    def full_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`(R, V)` on every rank (tensor parallelism gathers the slices); for the few rows that
+        need every logit (scoring), never for the denoising rows."""
+        return self.logits(hidden)
 
     def forward_flat(
         self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttendFn,

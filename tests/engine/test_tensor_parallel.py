@@ -1,0 +1,127 @@
+"""Tensor parallelism on gloo (real processes, real collectives): 2 ranks give the tokens of one
+process, on tiny checkpoints of the three families; bad splits fail before anything starts; a
+worker that dies fails the requests instead of hanging."""
+
+from __future__ import annotations
+
+import time
+
+import checkpoint_factory
+import pytest
+from checkpoint_factory import write_checkpoint
+from diffuserve.engine.config import ModelConfig
+from diffuserve.engine.distributed import TensorParallelError, check_split, start_tensor_parallel
+from diffuserve.engine.engine_config import EngineConfig
+from diffuserve.engine.llm_engine import LLMEngine
+from diffuserve.engine.models.loader import load_model
+from diffuserve.engine.params import DiffusionParams
+
+PROMPTS = [[3, 17, 42, 5, 88, 23], [7, 7, 60, 91, 2, 14, 33, 80, 41]]
+# exact mode at temperature 0 (the target), the prefix cache, seeded sampling (noised argmax
+# across vocabulary slices), a threshold, classifier-free guidance and random remasking
+PARAMS = [
+    DiffusionParams(max_tokens=16, block_length=8, cache="none"),
+    DiffusionParams(max_tokens=16, block_length=8, steps=4),
+    DiffusionParams(max_tokens=16, block_length=8, temperature=1.0, seed=11, cache="none"),
+    DiffusionParams(max_tokens=12, block_length=4, threshold=0.3, temperature=0.7, seed=5),
+    DiffusionParams(max_tokens=8, block_length=8, cfg_scale=1.5, cache="none"),
+    DiffusionParams(max_tokens=8, block_length=8, remasking="random", seed=3),
+]
+
+
+# LLaDA's real stop ids lie outside the tiny vocabulary: one in-vocabulary stop id for all.
+OVERRIDES = {"load_tokenizer": False, "stop_token_ids": [1]}
+
+
+@pytest.fixture
+def even_vocab(monkeypatch):
+    """The factory's vocabulary (97) is prime; 2 ranks need an even one."""
+    monkeypatch.setattr(checkpoint_factory, "VOCAB", 98)
+
+
+def _generate(engine: LLMEngine) -> dict[str, list[int]]:
+    for i, params in enumerate(PARAMS):
+        for j, prompt in enumerate(PROMPTS):
+            engine.add_request(f"{i}-{j}", prompt, params)
+    out: dict[str, list[int]] = {}
+    errors = []
+    while engine.has_unfinished():
+        for o in engine.step():
+            out.setdefault(o.request_id, []).extend(o.new_token_ids)
+            if o.error:
+                errors.append(o.error)
+    assert not errors
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llada", "illada", "dream"])
+def test_two_ranks_give_the_single_process_tokens(tmp_path, even_vocab, family):
+    write_checkpoint(tmp_path, family)
+    econf = EngineConfig(max_num_seqs=8, device="cpu", dtype="float32")
+    single = load_model(tmp_path, **OVERRIDES)
+    want = _generate(LLMEngine(single.model, single.config, None, econf))
+    engine = start_tensor_parallel(LLMEngine, str(tmp_path), econf.replace(tensor_parallel_size=2),
+                                   overrides=OVERRIDES, exit_on_loss=False)
+    try:
+        assert engine.model.tp_shard.world == 2 and engine.cfg.num_heads == checkpoint_factory.HEADS // 2
+        got = _generate(engine)
+    finally:
+        engine.runner.close()
+    assert len(set(map(tuple, want.values()))) > 3  # the requests do not all say the same thing
+    assert got == want
+
+
+def test_bad_split_is_refused_before_any_process_starts(tmp_path):
+    write_checkpoint(tmp_path, "illada")  # vocabulary 97, 4 heads, 2 KV heads, FFN 48
+    with pytest.raises(TensorParallelError, match=r"must divide the model's vocabulary size \(97\)"):
+        LLMEngine.from_pretrained(str(tmp_path), EngineConfig(tensor_parallel_size=2, device="cpu"),
+                                  load_tokenizer=False)
+    cfg = ModelConfig.from_hf(checkpoint_factory.family_config("illada"))
+    with pytest.raises(TensorParallelError, match=r"attention heads \(4\).*FFN columns \(48\)"):
+        check_split(cfg, 5)
+    with pytest.raises(TensorParallelError, match=r"KV heads \(4\), or be a multiple"):
+        check_split(ModelConfig.from_hf({**checkpoint_factory.family_config("illada"),
+                                         "hidden_size": 48, "num_attention_heads": 12,
+                                         "num_key_value_heads": 4}), 6)
+    check_split(ModelConfig.from_hf({**checkpoint_factory.family_config("illada"), "vocab_size": 100}), 4)
+
+
+def test_a_whole_model_with_tensor_parallel_size_is_refused(tmp_path):
+    write_checkpoint(tmp_path, "illada")
+    loaded = load_model(tmp_path, load_tokenizer=False)
+    with pytest.raises(ValueError, match="needs a model split by"):
+        LLMEngine(loaded.model, loaded.config, None, EngineConfig(tensor_parallel_size=2, device="cpu"))
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_requests_in_bounded_time(tmp_path, even_vocab):
+    write_checkpoint(tmp_path, "illada")
+    econf = EngineConfig(max_num_seqs=4, device="cpu", dtype="float32", tensor_parallel_size=2)
+    engine = start_tensor_parallel(LLMEngine, str(tmp_path), econf, overrides=OVERRIDES, exit_on_loss=False)
+    runner = engine.runner
+    try:
+        engine.add_request("before", PROMPTS[0], PARAMS[0])
+        engine.step()  # a step with both ranks alive
+        runner.procs[0].kill()
+        runner.procs[0].join(10)
+        t0 = time.monotonic()
+        finished = {}
+        while engine.has_unfinished() and time.monotonic() - t0 < 60:
+            for o in engine.step():
+                if o.finished:
+                    finished[o.request_id] = (o.finish_reason, o.error)
+        assert finished["before"][0] == "error", finished
+        assert time.monotonic() - t0 < 60
+        deadline = time.monotonic() + 10  # the watchdog marks the runner lost
+        while runner.lost is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "worker 1 exited" in runner.lost
+        engine.add_request("after", PROMPTS[1], PARAMS[1])
+        (out,) = engine.step()
+        assert out.finish_reason == "error" and "worker 1 exited" in out.error
+    finally:
+        runner.closing = True
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
