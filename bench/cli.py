@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "benchmarks: serve (HTTP load), offline (engine vs oracle), http (server vs engine), kernels"
+HELP = "benchmarks, one kind per subcommand; `diffuserve bench KIND --help` lists its flags"
 
 # kind -> (module, one-line summary)
 KINDS = {
@@ -18,6 +18,7 @@ KINDS = {
     "offline": ("diffuserve.bench.offline", "offline engine benchmark against the reference sampler"),
     "http": ("diffuserve.bench.http", "HTTP server against the offline engine, same load"),
     "kernels": ("diffuserve.bench.kernels", "micro-benchmark of the denoising kernels"),
+    "soak": ("diffuserve.bench.soak", "streaming clients for a while, some disconnecting; checks for leaks"),
     "scoring": ("diffuserve.bench.scoring", "multiple-choice accuracy and questions/s (/v1/score)"),
 }
 
