@@ -2,7 +2,7 @@
 
 Model sizes are never copied by hand: `ModelConfig.from_hf` reads them from the
 checkpoint's own field names (OLMo style for LLaDA, Llama/Qwen2 style for iLLaDA
-and Dream) and fills the per-family facts DESIGN.md section 2 lists.
+and Dream) and fills in the per-family facts the configs leave out (docs/design.md, section 3).
 """
 
 from __future__ import annotations
