@@ -54,17 +54,18 @@ def pages_for(num_tokens: int, page_size: int) -> int:
     return math.ceil(num_tokens / page_size)
 
 
-def kv_pool_pages(cfg: ModelConfig, econf: EngineConfig, dtype: torch.dtype, device: torch.device) -> int:
+def kv_pool_pages(cfg: ModelConfig, engine_config: EngineConfig, dtype: torch.dtype,
+                  device: torch.device) -> int:
     """Pages that fit the configured memory budget (at least one)."""
     elem = torch.empty((), dtype=dtype).element_size()
-    bytes_per_page = cfg.kv_bytes_per_token * elem * econf.kv_page_size
-    if econf.kv_cache_memory is not None:
-        budget = econf.kv_cache_memory
+    bytes_per_page = cfg.kv_bytes_per_token * elem * engine_config.kv_page_size
+    if engine_config.kv_cache_memory is not None:
+        budget = engine_config.kv_cache_memory
     elif device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        budget = int(free * econf.gpu_memory_fraction)
+        budget = int(free * engine_config.gpu_memory_fraction)
     else:
-        budget = econf.cpu_kv_cache_memory
+        budget = engine_config.cpu_kv_cache_memory
     return max(1, budget // bytes_per_page)
 
 

@@ -22,8 +22,8 @@ from .sequence import SeqStatus, Sequence, StepPlan
 
 
 class Scheduler:
-    def __init__(self, econf: EngineConfig, kv: KVCache):
-        self.econf = econf
+    def __init__(self, engine_config: EngineConfig, kv: KVCache):
+        self.engine_config = engine_config
         self.kv = kv
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -38,8 +38,8 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> list[tuple[Sequence, StepPlan]]:
-        budget = self.econf.max_num_batched_tokens
-        chunk = self.econf.prefill_chunk_size
+        budget = self.engine_config.max_num_batched_tokens
+        chunk = self.engine_config.prefill_chunk_size
         batch: list[tuple[Sequence, StepPlan]] = []
         i = 0
         while i < len(self.running):
@@ -53,7 +53,7 @@ class Scheduler:
             batch.append((seq, plan))
             budget -= plan.num_query_tokens
             i += 1
-        while self.waiting and len(self.running) < self.econf.max_num_seqs:
+        while self.waiting and len(self.running) < self.engine_config.max_num_seqs:
             seq = self.waiting[0]
             plan = seq.plan(chunk)
             if plan.num_query_tokens > budget and batch:
