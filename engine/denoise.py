@@ -1,7 +1,7 @@
 """Denoiser: per-row metadata for the kernels, then candidates, confidences and commits.
 
 The arithmetic lives in `diffuserve.kernels` (`row_pass`: candidate + confidence per masked row;
-`select_commit`: per-sequence top-k or threshold, scattered into the canvas). This module only
+`select_commit`: per-sequence top-k, threshold or factor rule, scattered into the canvas). This module only
 lays out, for one engine step, which row belongs to which request and with which options.
 """
 
@@ -28,6 +28,8 @@ class StepRows:
     offsets: torch.Tensor  # (B + 1,) int64: rows of sequence b are offsets[b]:offsets[b+1]
     k: torch.Tensor  # (B,) int64: tokens to commit (schedule policy)
     threshold: torch.Tensor  # (B,) float32: confidence threshold, -1 = none
+    factor: torch.Tensor  # (B,) float32: Fast-dLLM factor rule (threshold_factor), -1 = none
+    max_commits: torch.Tensor  # (B,) int64: cap on commits a step (max_commits_per_step)
 
 
 class Denoiser:
@@ -49,7 +51,7 @@ class Denoiser:
         """
         temperature, seed, pos, step, bias_token, bias_value = [], [], [], [], [], []
         suppress, conf_block, random_conf, canvas_index, canvas = [], [], [], [], []
-        offsets, ks, thresholds = [0], [], []
+        offsets, ks, thresholds, factors, caps = [0], [], [], [], []
         for seq, plan in work:
             p = seq.params
             base = len(canvas)
@@ -75,6 +77,8 @@ class Denoiser:
             offsets.append(offsets[-1] + n)
             ks.append(plan.k)
             thresholds.append(p.threshold if p.threshold is not None else -1.0)
+            factors.append(p.threshold_factor if p.threshold_factor is not None else -1.0)
+            caps.append(p.max_commits_per_step if p.max_commits_per_step is not None else len(seq.block))
         dev = self.device
         options = RowOptions(
             temperature=to_device(temperature, torch.float32, dev), seed=to_device(seed, torch.long, dev),
@@ -90,6 +94,7 @@ class Denoiser:
             canvas_index=to_device(canvas_index, torch.long, dev),
             offsets=to_device(offsets, torch.long, dev), k=to_device(ks, torch.long, dev),
             threshold=to_device(thresholds, torch.float32, dev),
+            factor=to_device(factors, torch.float32, dev), max_commits=to_device(caps, torch.long, dev),
         )  # fmt: skip
 
     def commit(self, logits: torch.Tensor, rows: StepRows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +103,8 @@ class Denoiser:
         # The mask token is never a candidate: committing it would leave the position masked forever.
         logits[:, self.mask_id] = float("-inf")
         tokens, conf = row_pass(logits, rows.options)
-        select_commit(conf, rows.offsets, rows.k, rows.threshold, tokens, rows.canvas, rows.canvas_index)
+        select_commit(conf, rows.offsets, rows.k, rows.threshold, tokens, rows.canvas, rows.canvas_index,
+                      factor=rows.factor, max_commits=rows.max_commits)
         # A NaN hidden state makes its whole logit row NaN: column 0 tells, without a pass over V.
         # Such a request fails alone (see LLMEngine.step).
         row_bad = torch.isnan(conf) | torch.isnan(logits[:, 0])

@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--block-length", type=int, default=32)
     s.add_argument("--steps", type=int, default=None, help="steps per block (default: block length)")
     s.add_argument("--threshold", type=float, default=None, help="parallel decoding confidence threshold")
+    s.add_argument("--threshold-factor", type=float, default=None,
+                   help="parallel decoding by Fast-dLLM's factor rule (instead of --threshold)")
+    s.add_argument("--max-commits-per-step", type=int, default=None,
+                   help="with --threshold / --threshold-factor: at most this many tokens a step")
     s.add_argument("--remasking", choices=["low_confidence", "random"], default="low_confidence")
     s.add_argument("--temperature", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=None)
@@ -50,7 +54,9 @@ def build_params(args: argparse.Namespace):
 
     return DiffusionParams(
         max_tokens=args.max_tokens, canvas=args.canvas, block_length=args.block_length, steps=args.steps,
-        threshold=args.threshold, remasking=args.remasking, temperature=args.temperature, seed=args.seed,
+        threshold=args.threshold, threshold_factor=args.threshold_factor,
+        max_commits_per_step=args.max_commits_per_step, remasking=args.remasking,
+        temperature=args.temperature, seed=args.seed,
         cfg_scale=args.cfg_scale, think_boost=args.think_boost, think_power=args.think_power,
         suppress_eos=args.suppress_eos, suppress_eos_confidence=args.suppress_eos_confidence,
         stop=tuple(args.stop), cache=args.cache, cache_refresh=args.cache_refresh,

@@ -62,14 +62,21 @@ def choose_candidates(
 
 
 def pick_commits(
-    conf: torch.Tensor, masked: torch.Tensor, k: int | None, threshold: float | None
+    conf: torch.Tensor, masked: torch.Tensor, k: int | None, threshold: float | None,
+    factor: float | None = None, cap: int | None = None,
 ) -> list[int]:
-    """Rows to commit: top-k masked rows by confidence (ties: lower row first), or all >= threshold."""
+    """Rows to commit: top-k masked rows by confidence (ties: lower row first), or all >= threshold,
+    or (factor rule) the n best for the largest n with (n + 1) * (1 - c_n) < factor; the two
+    parallel rules commit at least one and at most `cap`."""
     rows = [int(i) for i in torch.sort(conf, descending=True, stable=True).indices if masked[i]]
     if threshold is not None:
         chosen = [i for i in rows if conf[i] >= threshold]
-        return chosen or rows[:1]
-    return rows[:k]
+    elif factor is not None:
+        # float32 tensor arithmetic, as the kernels do it, so both pick the same n at the boundary
+        chosen = [i for n, i in enumerate(rows, 1) if (n + 1) * (1.0 - conf[i].float()) < factor]
+    else:
+        return rows[:k]
+    return (chosen or rows[:1])[: cap or len(rows)]
 
 
 def _forward(model, rows: list[list[int]], cfg: ModelConfig, params: DiffusionParams,
@@ -120,8 +127,9 @@ def _decode_block(model, cfg, params, prompts, answers, n, think_ids) -> int:
             # The answer's block sits at the same columns in every row: padding is on the left.
             cols = slice(width - len(a) + start, width - len(a) + start + n)
             cand, conf = choose_candidates(logits[b, cols], answer_pos, step, bias, first, cfg, params)
-            k = schedule[step] if params.threshold is None and step < len(schedule) else None
-            for i in pick_commits(conf, masked, k, params.threshold):
+            k = schedule[step] if step < len(schedule) else None
+            for i in pick_commits(conf, masked, k, params.threshold, params.threshold_factor,
+                                  params.max_commits_per_step):
                 a[start + i] = int(cand[i])
         step += 1
     return step

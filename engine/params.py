@@ -72,6 +72,8 @@ BOUNDS: dict[str, Range] = {
     "block_length": Range(1, 1024),
     "steps": Range(1, 1024),  # and <= block_length, checked below
     "threshold": Range(0.0, 1.0, low_open=True),
+    "threshold_factor": Range(0.0, 1024.0, low_open=True),
+    "max_commits_per_step": Range(1, 1024),
     "temperature": Range(0.0, 10.0),
     "seed": Range(0, 2**63, high_open=True),
     "cfg_scale": Range(0.0, 20.0),
@@ -93,6 +95,11 @@ class DiffusionParams:
     block_length: int = 32
     steps: int | None = None  # denoising steps per block; None -> block_length (one token a step)
     threshold: float | None = None  # parallel decoding: commit all with confidence >= threshold
+    # Parallel decoding, Fast-dLLM's factor rule (exclusive with threshold): commit the n most
+    # confident tokens for the largest n with (n + 1) * (1 - c_n) < threshold_factor, c_n the
+    # n-th highest confidence; at least one.
+    threshold_factor: float | None = None
+    max_commits_per_step: int | None = None  # threshold / factor rules: at most this many a step
     remasking: Literal["low_confidence", "random"] = "low_confidence"
     temperature: float = 0.0
     seed: int | None = None
@@ -129,6 +136,17 @@ class DiffusionParams:
             )
         if self.threshold is not None:
             _check_real("threshold", self.threshold)
+        if self.threshold_factor is not None:
+            _check_real("threshold_factor", self.threshold_factor)
+            if self.threshold is not None:
+                raise ParamError("threshold_factor", "threshold and threshold_factor are two "
+                                 "parallel decoding rules: set one of them, not both")
+        if self.max_commits_per_step is not None:
+            _check_int("max_commits_per_step", self.max_commits_per_step)
+            if self.threshold is None and self.threshold_factor is None:
+                raise ParamError("max_commits_per_step", "max_commits_per_step caps parallel "
+                                 "decoding: it needs threshold or threshold_factor (the steps "
+                                 "schedule already fixes the tokens per step)")
         _check_choice("remasking", self.remasking, REMASKINGS)
         _check_real("temperature", self.temperature)
         if self.seed is not None:

@@ -83,16 +83,22 @@ def select_commit(
     canvas: torch.Tensor,
     canvas_index: torch.Tensor,
     out_committed: torch.Tensor | None = None,
+    *,
+    factor: torch.Tensor | None = None,
+    max_commits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Committed mask `(R,)` bool; commits the chosen rows' tokens into `canvas` in place.
 
-    See `torch_kernels.select_commit_torch` for the exact semantics.
+    Per sequence: the `threshold` rule, else the `factor` rule, else the top `k`; then at most
+    `max_commits`; always at least one row of a sequence that has rows. See
+    `torch_kernels.select_commit_torch` for the exact semantics.
     """
     args = (confidence, offsets, k, threshold, tokens, canvas, canvas_index)
-    check_select(*args)
+    check_select(*args, factor, max_commits)
     check_out("out_committed", out_committed, torch.bool, confidence.shape[0], confidence.device)
     if backend_for(confidence.device) == "triton":
         from .triton_select import select_commit_triton
 
-        return select_commit_triton(*args, out_committed=out_committed)
-    return select_commit_torch(*args, out_committed=out_committed)
+        return select_commit_triton(*args, out_committed=out_committed, factor=factor,
+                                    max_commits=max_commits)
+    return select_commit_torch(*args, out_committed=out_committed, factor=factor, max_commits=max_commits)

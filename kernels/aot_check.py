@@ -41,8 +41,9 @@ def compile_all(arch: int = 90, logits_dtype: str = "bf16") -> dict[str, str]:
         "REMASK_TERM": "constexpr",
     }  # fmt: skip
     select_sig = {
-        "conf_ptr": "*fp32", "offsets_ptr": "*i64", "k_ptr": "*i64", "thr_ptr": "*fp32", "tokens_ptr": "*i64",
-        "canvas_ptr": "*i64", "canvas_index_ptr": "*i64", "committed_ptr": "*i8", "BLOCK": "constexpr",
+        "conf_ptr": "*fp32", "offsets_ptr": "*i64", "k_ptr": "*i64", "thr_ptr": "*fp32",
+        "factor_ptr": "*fp32", "cap_ptr": "*i64", "tokens_ptr": "*i64", "canvas_ptr": "*i64",
+        "canvas_index_ptr": "*i64", "committed_ptr": "*i8", "BLOCK": "constexpr",
     }  # fmt: skip
     div16 = [["tt.divisibility", 16]]
     aligned = {(0,): div16, (1,): div16, (2,): div16}  # logits pointer, row stride, V

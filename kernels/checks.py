@@ -82,6 +82,8 @@ def check_select(
     tokens: torch.Tensor,
     canvas: torch.Tensor,
     canvas_index: torch.Tensor,
+    factor: torch.Tensor | None = None,
+    max_commits: torch.Tensor | None = None,
 ) -> None:
     if not isinstance(confidence, torch.Tensor):
         raise KernelArgError(f"confidence must be a torch.Tensor, got {type(confidence).__name__}")
@@ -97,3 +99,7 @@ def check_select(
     check_vector("tokens", tokens, torch.int64, n_rows, dev)
     check_vector("canvas", canvas, torch.int64, None, dev)
     check_vector("canvas_index", canvas_index, torch.int64, n_rows, dev)
+    if factor is not None:
+        check_vector("factor", factor, torch.float32, n_seqs, dev)
+    if max_commits is not None:
+        check_vector("max_commits", max_commits, torch.int64, n_seqs, dev)

@@ -108,12 +108,19 @@ def select_commit_torch(
     canvas: torch.Tensor,
     canvas_index: torch.Tensor,
     out_committed: torch.Tensor | None = None,
+    *,
+    factor: torch.Tensor | None = None,
+    max_commits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Committed mask `(R,)` bool; writes tokens[i] to canvas[canvas_index[i]] for committed rows.
 
     Rows of sequence b are offsets[b]:offsets[b+1]. Rank rows inside a sequence by confidence,
     higher first, lower row index first on ties. threshold[b] >= 0: commit rank 0 and every row
-    with confidence >= threshold[b]; otherwise commit the k[b] best ranks.
+    with confidence >= threshold[b]; else factor[b] > 0 (Fast-dLLM's factor rule): commit rank 0
+    and every row of rank r (the n = r + 1 best) with (n + 1) * (1 - confidence) < factor[b],
+    which holds for a prefix of the ranks since confidence falls as the rank grows; otherwise
+    commit the k[b] best ranks. Then at most max(max_commits[b], 1) rows (the best ranks) stay
+    committed. factor / max_commits None: no factor rule / no cap.
     """
     n_rows = confidence.numel()
     device = confidence.device
@@ -131,7 +138,15 @@ def select_commit_torch(
     rank[order] = torch.arange(n_rows, device=device) - offsets[seq[order]]
     thr = threshold[seq]
     by_threshold = (confidence >= thr) | (rank == 0)
-    committed.copy_(torch.where(thr >= 0, by_threshold, rank < k[seq]))
+    chosen = rank < k[seq]
+    if factor is not None:
+        f = factor[seq]
+        by_factor = ((rank + 2) * (1.0 - confidence) < f) | (rank == 0)
+        chosen = torch.where(f > 0, by_factor, chosen)
+    chosen = torch.where(thr >= 0, by_threshold, chosen)
+    if max_commits is not None:
+        chosen &= rank < max_commits[seq].clamp(min=1)
+    committed.copy_(chosen)
     # Rows not committed write the canvas's current value back: no host sync for a boolean index.
     canvas[canvas_index] = torch.where(committed, tokens, canvas[canvas_index])
     return committed

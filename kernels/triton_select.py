@@ -20,14 +20,16 @@ BLOCK = 32  # rows per tile (a block of 32 masks is one tile)
 
 @triton.jit
 def _select_kernel(
-    conf_ptr, offsets_ptr, k_ptr, thr_ptr, tokens_ptr, canvas_ptr, canvas_index_ptr, committed_ptr,
-    BLOCK: tl.constexpr,
+    conf_ptr, offsets_ptr, k_ptr, thr_ptr, factor_ptr, cap_ptr, tokens_ptr, canvas_ptr,
+    canvas_index_ptr, committed_ptr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0)
     lo = tl.load(offsets_ptr + seq)
     hi = tl.load(offsets_ptr + seq + 1)
     k = tl.load(k_ptr + seq)
     thr = tl.load(thr_ptr + seq)
+    factor = tl.load(factor_ptr + seq)
+    cap = tl.maximum(tl.load(cap_ptr + seq), 1)
     lanes = tl.arange(0, BLOCK)
     for i0 in range(lo, hi, BLOCK):
         i = i0 + lanes  # (BLOCK,) rows being ranked
@@ -40,7 +42,10 @@ def _select_kernel(
             beats = (cj[None, :] > ci[:, None]) | ((cj[None, :] == ci[:, None]) & (j[None, :] < i[:, None]))
             beats = beats & (j < hi)[None, :]  # (BLOCK, BLOCK)
             rank += tl.sum(beats.to(tl.int64), axis=1)
-        commit = tl.where(thr >= 0, (ci >= thr) | (rank == 0), rank < k)
+        by_factor = ((rank + 2).to(tl.float32) * (1.0 - ci) < factor) | (rank == 0)
+        commit = tl.where(factor > 0, by_factor, rank < k)
+        commit = tl.where(thr >= 0, (ci >= thr) | (rank == 0), commit)
+        commit = commit & (rank < cap)
         tl.store(committed_ptr + i, commit.to(tl.int8), mask=in_i)
         tok = tl.load(tokens_ptr + i, mask=in_i, other=0)
         dest = tl.load(canvas_index_ptr + i, mask=in_i, other=0)
@@ -56,13 +61,16 @@ def select_commit_triton(
     canvas: torch.Tensor,
     canvas_index: torch.Tensor,
     out_committed: torch.Tensor | None = None,
+    *,
+    factor: torch.Tensor | None = None,
+    max_commits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triton version of `torch_kernels.select_commit_torch` (same arguments, same results).
 
     offsets must be non-decreasing with offsets[0] = 0 and offsets[-1] = rows, and canvas_index
     must point inside the canvas: not checked here, since checking would sync with the GPU.
     """
-    check_select(confidence, offsets, k, threshold, tokens, canvas, canvas_index)
+    check_select(confidence, offsets, k, threshold, tokens, canvas, canvas_index, factor, max_commits)
     n_rows = confidence.shape[0]
     dev = confidence.device
     check_out("out_committed", out_committed, torch.bool, n_rows, dev)
@@ -74,9 +82,13 @@ def select_commit_triton(
     n_seqs = offsets.shape[0] - 1
     if n_rows == 0 or n_seqs == 0:
         return committed
+    if factor is None:  # no factor rule: every sequence falls through to its k
+        factor = torch.full((n_seqs,), -1.0, dtype=torch.float32, device=dev)
+    if max_commits is None:  # no cap: a rank never reaches the row count
+        max_commits = torch.full((n_seqs,), n_rows, dtype=torch.int64, device=dev)
     extra = {} if _INTERPRET else {"num_warps": 4}
     _select_kernel[(n_seqs,)](
-        confidence, offsets, k, threshold, tokens, canvas, canvas_index, committed.view(torch.int8),
-        BLOCK=BLOCK, **extra,
+        confidence, offsets, k, threshold, factor, max_commits, tokens, canvas, canvas_index,
+        committed.view(torch.int8), BLOCK=BLOCK, **extra,
     )  # fmt: skip
     return committed
