@@ -101,6 +101,9 @@ def build(args) -> tuple[LLMEngine, list[list[int]]]:
 
 
 def run(args) -> int:
+    if args.tensor_parallel_size > 1 and (not args.no_reference or args.compare_dtype):
+        # The reference sampler and the cast copy run the model in this process alone.
+        raise SystemExit("--tensor-parallel-size > 1 needs --no-reference and no --compare-dtype")
     engine, prompts = build(args)
     steps = args.steps or args.block_length
     base = DiffusionParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=steps)

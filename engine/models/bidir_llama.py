@@ -168,6 +168,11 @@ class BidirectionalLM(nn.Module):
         never attended to. Without `position_ids`, positions count real tokens only,
         so a left-padded prompt gets the same RoPE positions as an unpadded one.
         """
+        if getattr(self, "tp_shard", None) is not None:
+            # The ranks meet in collectives inside every layer: only the engine's steps, which
+            # every rank runs, can drive a split model (engine/distributed).
+            raise RuntimeError("a tensor-parallel model runs engine steps only, not the dense forward "
+                               "(the reference sampler needs --tensor-parallel-size 1)")
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)

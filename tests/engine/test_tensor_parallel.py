@@ -15,6 +15,7 @@ from diffuserve.engine.engine_config import EngineConfig
 from diffuserve.engine.llm_engine import LLMEngine
 from diffuserve.engine.models.loader import load_model
 from diffuserve.engine.params import DiffusionParams
+from diffuserve.engine.scoring import ScoreParams
 
 PROMPTS = [[3, 17, 42, 5, 88, 23], [7, 7, 60, 91, 2, 14, 33, 80, 41]]
 # exact mode at temperature 0 (the target), the prefix cache, seeded sampling (noised argmax
@@ -39,19 +40,37 @@ def even_vocab(monkeypatch):
     monkeypatch.setattr(checkpoint_factory, "VOCAB", 98)
 
 
-def _generate(engine: LLMEngine) -> dict[str, list[int]]:
+def _generate(engine: LLMEngine) -> tuple[dict[str, list[int]], dict]:
+    """Tokens of every generation request, and the scores of two scoring requests (whose
+    log-probs come from whole logit rows, gathered across ranks)."""
     for i, params in enumerate(PARAMS):
         for j, prompt in enumerate(PROMPTS):
             engine.add_request(f"{i}-{j}", prompt, params)
+    engine.add_score_request("score-c", PROMPTS[0], [40, 41, 42], ScoreParams())
+    engine.add_score_request("score-l", PROMPTS[1], [9, 8, 7, 6], ScoreParams("likelihood", 8, seed=1))
     out: dict[str, list[int]] = {}
+    scores = {}
     errors = []
     while engine.has_unfinished():
         for o in engine.step():
             out.setdefault(o.request_id, []).extend(o.new_token_ids)
             if o.error:
                 errors.append(o.error)
+            if o.score is not None:
+                scores[o.request_id] = o.score
     assert not errors
-    return out
+    return out, scores
+
+
+def _assert_same(single, parallel) -> None:
+    (want, want_scores), (got, got_scores) = single, parallel
+    assert len(set(map(tuple, want.values()))) > 3  # the requests do not all say the same thing
+    assert got == want
+    assert set(got_scores) == set(want_scores) == {"score-c", "score-l"}
+    for name, w in want_scores.items():
+        g = got_scores[name]
+        assert g.score == pytest.approx(w.score, rel=1e-4, abs=1e-5), name  # float32 sums in another order
+        assert (g.num_tokens, g.greedy, g.reveal_order) == (w.num_tokens, w.greedy, w.reveal_order)
 
 
 @pytest.mark.slow
@@ -68,8 +87,26 @@ def test_two_ranks_give_the_single_process_tokens(tmp_path, even_vocab, family):
         got = _generate(engine)
     finally:
         engine.runner.close()
-    assert len(set(map(tuple, want.values()))) > 3  # the requests do not all say the same thing
-    assert got == want
+    _assert_same(want, got)
+
+
+@pytest.mark.slow
+def test_four_ranks_replicate_the_kv_heads(tmp_path, monkeypatch):
+    """iLLaDA's 2 KV heads on 4 ranks: each rank holds one query head and a copy of its KV head."""
+    monkeypatch.setattr(checkpoint_factory, "VOCAB", 100)
+    write_checkpoint(tmp_path, "illada")
+    econf = EngineConfig(max_num_seqs=8, device="cpu", dtype="float32")
+    single = load_model(tmp_path, **OVERRIDES)
+    want = _generate(LLMEngine(single.model, single.config, None, econf))
+    engine = start_tensor_parallel(LLMEngine, str(tmp_path), econf.replace(tensor_parallel_size=4),
+                                   overrides=OVERRIDES, exit_on_loss=False)
+    try:
+        assert (engine.cfg.num_heads, engine.cfg.num_kv_heads) == (1, 1)
+        assert engine.kv.k.shape[3] == 1  # the rank's KV cache holds its one KV head
+        got = _generate(engine)
+    finally:
+        engine.runner.close()
+    _assert_same(want, got)
 
 
 def test_bad_split_is_refused_before_any_process_starts(tmp_path):
@@ -125,3 +162,16 @@ def test_a_dead_worker_fails_requests_in_bounded_time(tmp_path, even_vocab):
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def test_a_split_model_refuses_the_dense_forward(tmp_path, monkeypatch):
+    """The reference sampler would run a split model on rank 0 alone and wait on its peers."""
+    import torch
+    from diffuserve.engine.distributed.shard import shard_model
+
+    monkeypatch.setattr(checkpoint_factory, "VOCAB", 100)
+    write_checkpoint(tmp_path, "llada")
+    model = load_model(tmp_path, **OVERRIDES).model
+    shard_model(model, 0, 4)  # no collective runs before the check
+    with pytest.raises(RuntimeError, match="reference sampler needs --tensor-parallel-size 1"):
+        model(torch.tensor([[1, 2, 3]]))

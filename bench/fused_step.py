@@ -1,0 +1,100 @@
+"""Step time of the fused projections against the separate q/k/v and gate/up GEMMs they replace.
+
+    OMP_NUM_THREADS=1 python -m diffuserve.bench.fused_step [--model DIR] [--rounds 15]
+
+One process, one set of weights: the unfused twin runs the same layers with q, k, v, gate and up
+as separate contiguous weights (what the model computed before fusion), and the two run
+alternately, so other load on the machine hits both alike. Reports the median forward time
+for two step shapes and the largest logit difference between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from diffuserve.engine.models.bidir_llama import BidirectionalLM, Block, apply_rope
+from diffuserve.engine.models.loader import load_model
+
+# (name, batch, tokens per sequence): an exact-mode step over whole sequences, and the query
+# rows of a prefix-cache denoising step (one 32-token block per sequence).
+SHAPES = [("exact step 8 x 288", 8, 288), ("block step 16 x 32", 16, 32)]
+
+
+class _UnfusedForward:
+    """Block.forward with five separate projections (weights copied out of the fused ones)."""
+
+    def __init__(self, block: Block):
+        self.block = block
+        wq, wk, wv = (w.contiguous() for w in block.qkv_proj.weight.split(block.qkv_split))
+        bias = block.qkv_proj.bias
+        bq, bk, bv = (None,) * 3 if bias is None else (b.contiguous() for b in bias.split(block.qkv_split))
+        wg, wu = (w.contiguous() for w in block.gate_up_proj.weight.split(block.ffn))
+        self.q, self.k, self.v = (wq, bq), (wk, bk), (wv, bv)
+        self.gate, self.up = wg, wu
+
+    def __call__(self, x, cos, sin, layer_idx, attend, keep=None):
+        b, n = self.block, x.shape[0]
+        hn = b.attn_norm(x)
+        q = F.linear(hn, *self.q).view(n, b.num_heads, b.head_dim)
+        k = F.linear(hn, *self.k).view(n, b.num_kv_heads, b.head_dim)
+        v = F.linear(hn, *self.v).view(n, b.num_kv_heads, b.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        attn = attend(layer_idx, q, k, v).reshape(n, -1)
+        if keep is not None:
+            x, attn = x[keep], attn[keep]
+        x = x + b.o_proj(attn)
+        hn = b.mlp_norm(x)
+        return x + b.down_proj(F.silu(F.linear(hn, self.gate)) * F.linear(hn, self.up))
+
+
+def unfused_twin(model: BidirectionalLM) -> BidirectionalLM:
+    """The same module with every layer's forward replaced by the unfused computation."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    for layer in twin.layers:
+        layer.forward = _UnfusedForward(layer)
+    return twin
+
+
+@torch.inference_mode()
+def _time(model: BidirectionalLM, ids: torch.Tensor) -> tuple[float, torch.Tensor]:
+    t0 = time.perf_counter()
+    out = model(ids)
+    return time.perf_counter() - t0, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the built-in model)")
+    p.add_argument("--rounds", type=int, default=15)
+    args = p.parse_args(argv)
+    fused = load_model(args.model, load_tokenizer=False).model
+    unfused = unfused_twin(fused)
+    g = torch.Generator().manual_seed(0)
+    print(f"model: {sum(t.numel() for t in fused.parameters()) / 1e6:.2f}M parameters, "
+          f"{torch.get_num_threads()} thread(s), float32, median of {args.rounds} alternating rounds")
+    print(f"{'shape':>20} | {'unfused ms':>10} | {'fused ms':>8} | {'fused/unfused':>13} | max |logit diff|")
+    for name, batch, tokens in SHAPES:
+        ids = torch.randint(0, fused.cfg.vocab_size, (batch, tokens), generator=g)
+        _time(fused, ids), _time(unfused, ids)  # warm-up
+        times: dict[str, list[float]] = {"fused": [], "unfused": []}
+        for _ in range(args.rounds):
+            for label, model in (("unfused", unfused), ("fused", fused)):
+                dt, out = _time(model, ids)
+                times[label].append(dt)
+                if label == "unfused":
+                    ref = out
+                else:
+                    diff = (out - ref).abs().max().item()
+        u, f = statistics.median(times["unfused"]) * 1e3, statistics.median(times["fused"]) * 1e3
+        print(f"{name:>20} | {u:>10.1f} | {f:>8.1f} | {f / u:>13.3f} | {diff:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
