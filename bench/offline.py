@@ -90,6 +90,12 @@ def build(args) -> tuple[LLMEngine, list[list[int]]]:
     if args.shape != "tiny" and device.type != "cuda":
         raise SystemExit(f"--shape {args.shape} needs a CUDA device (8B parameters)")
     cfg = ModelConfig.from_hf(SHAPES[args.shape]).with_overrides(stop_token_ids=[1] if args.allow_eos else [])
+    if engine_config.tensor_parallel_size > 1:  # every rank builds the same random weights
+        from diffuserve.engine.distributed import start_tensor_parallel
+
+        engine = start_tensor_parallel(LLMEngine, SHAPES[args.shape], engine_config,
+                                       overrides={"stop_token_ids": list(cfg.stop_token_ids)})
+        return engine, random_prompts(args.num_prompts, cfg.vocab_size)
     with torch.device("meta"):
         model = BidirectionalLM(cfg)
     dtype = resolve_dtype(engine_config.dtype, device)

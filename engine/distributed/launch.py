@@ -66,7 +66,10 @@ def _build_rank(engine_cls, rank: int, world: int, model: str | None, econf: Eng
     dev = _rank_device(econf.device if device == "auto" else device, rank)
     dt = resolve_dtype(econf.dtype if dtype == "auto" else dtype, dev)
     # Load on the CPU and move only the shard to the device.
-    loaded = load_model(model, dtype=dt, device="cpu", **overrides)
+    if isinstance(model, dict):
+        loaded = _random_model(model, dt, overrides)
+    else:
+        loaded = load_model(model, dtype=dt, device="cpu", **overrides)
     shard = shard_model(loaded.model, rank, world, group=None)
     net = loaded.model.to(dev)
     cfg = local_config(loaded.config, shard)
@@ -79,6 +82,24 @@ def _build_rank(engine_cls, rank: int, world: int, model: str | None, econf: Eng
     engine = engine_cls(net, cfg, loaded.tokenizer, econf)
     engine.runner.denoiser = VocabParallelDenoiser(cfg, dev, shard.vocab, world, None)
     return engine
+
+
+def _random_model(shape: dict[str, Any], dtype: torch.dtype, overrides: dict[str, Any]):
+    """Random weights of a model shape (an HF config dict), the same on every rank: benchmarks
+    of real model sizes without a checkpoint (`bench offline --shape`)."""
+    from ..models.bidir_llama import BidirectionalLM
+    from ..models.loader import LoadedModel
+
+    cfg = ModelConfig.from_hf(shape).with_overrides(
+        overrides.get("mask_token_id"), overrides.get("stop_token_ids"), overrides.get("think_end_text"))
+    with torch.device("meta"):
+        model = BidirectionalLM(cfg)
+    model = model.to_empty(device="cpu").to(dtype).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, prm in model.named_parameters():
+            prm.fill_(1.0) if "norm" in name else prm.normal_(0.0, 0.02, generator=g)
+    return LoadedModel(model, None, cfg)
 
 
 def _init_group(backend: str, init_method: str, rank: int, world: int):
@@ -164,22 +185,27 @@ def _watch(procs: list, state: dict, exit_on_loss: bool) -> None:
         return
 
 
-def start_tensor_parallel(engine_cls, model: str | None, econf: EngineConfig, dtype: str = "auto",
+def start_tensor_parallel(engine_cls, model: str | dict | None, econf: EngineConfig, dtype: str = "auto",
                           device: str = "auto", overrides: dict[str, Any] | None = None,
                           exit_on_loss: bool = True):
-    """Rank 0's engine for `econf.tensor_parallel_size` ranks; the workers run until
+    """Rank 0's engine for `econf.tensor_parallel_size` ranks, for a checkpoint (`model`: folder, hub
+    id, None = built-in) or random weights of a shape (`model`: an HF config dict). The workers run until
     `engine.runner.close()` or the process exits. `exit_on_loss=False` (tests) keeps a process
     whose worker died alive, with every step failing."""
     from ..models.loader import read_config, resolve_model_path
 
     world = econf.tensor_parallel_size
     overrides = dict(overrides or {})
-    folder = model
-    if folder is None:
-        from ..assets import builtin_model_path
+    if isinstance(model, dict):  # a shape: random weights
+        hf_config = model
+    else:
+        folder = model
+        if folder is None:
+            from ..assets import builtin_model_path
 
-        folder = builtin_model_path()
-    check_split(ModelConfig.from_hf(read_config(resolve_model_path(folder))), world)  # before any process
+            folder = builtin_model_path()
+        hf_config = read_config(resolve_model_path(folder))
+    check_split(ModelConfig.from_hf(hf_config), world)  # before any process starts
     dev = resolve_device(econf.device if device == "auto" else device)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     init_method = f"tcp://127.0.0.1:{_free_port()}"
