@@ -1,4 +1,4 @@
-"""AsyncEngine: the narrow interface the server uses (see the lead's async_engine_api).
+"""AsyncEngine: the narrow interface the server uses.
 
 The LLMEngine runs in one background thread; the event loop never waits on a forward. Requests
 and aborts reach that thread through a queue of commands; each request's BlockOutputs come back
