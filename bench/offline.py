@@ -83,7 +83,7 @@ def build(args) -> tuple[LLMEngine, list[list[int]]]:
         no_stops = {} if args.allow_eos else {"stop_token_ids": []}
         engine = LLMEngine.from_pretrained(args.model, engine_config, **no_stops)
         return engine, stdlib_prompts(engine.tokenizer, args.num_prompts, engine.cfg.vocab_size)
-    from diffuserve.engine.config import ModelConfig
+    from diffuserve.engine.model_config import ModelConfig
     from diffuserve.engine.models.bidir_llama import BidirectionalLM
 
     device = resolve_device(engine_config.device)

@@ -12,8 +12,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from .config import ModelOverrides
 from .engine_config import EngineConfig, parse_bytes
+from .model_config import ModelOverrides
 
 
 def format_bytes(n: int) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .params import DiffusionParams
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import RowOptions, row_pass, select_commit
-from .config import ModelConfig
 from .device import to_device
+from .model_config import ModelConfig
 from .sequence import Sequence, StepPlan
 
 

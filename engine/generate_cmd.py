@@ -64,8 +64,8 @@ def build_params(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import CheckpointError
     from .llm_engine import LLMEngine
+    from .model_config import CheckpointError
     from .oracle import generate_fixed, generate_variable
     from .params import ParamError
 

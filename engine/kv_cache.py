@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from .config import ModelConfig
 from .engine_config import EngineConfig
+from .model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .attention import select_backend
-from .config import ModelConfig
 from .decoding import think_token_ids
 from .engine_config import EngineConfig, resolve_device, resolve_dtype
 from .kv_cache import KVCache, kv_pool_pages, pages_for
+from .model_config import ModelConfig
 from .outputs import BlockOutput, EngineStats, StepStats
 from .params import DiffusionParams, ParamError
 from .runner import ModelRunner, StepResult

@@ -19,8 +19,8 @@ import torch
 
 from ..kernels import softmax_at
 from ..kernels.noise import gumbel, remask_scores
-from .config import ModelConfig
 from .decoding import block_steps, think_bias, think_token_ids
+from .model_config import ModelConfig
 from .params import DiffusionParams, ParamError, transfer_schedule
 
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 
 class ParamError(ValueError):

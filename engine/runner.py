@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from .attention import AttentionBackend, Segment
-from .config import ModelConfig
-from .device import to_device
 from .denoise import Denoiser
+from .device import to_device
+from .model_config import ModelConfig
 from .scoring import row_scores
 from .sequence import Sequence, StepPlan
 

@@ -35,7 +35,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .params import ParamError
 from .sequence import SeqStatus, StepPlan
 

@@ -12,8 +12,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from .config import ModelConfig
 from .decoding import block_steps, think_bias
+from .model_config import ModelConfig
 from .params import DiffusionParams, transfer_schedule
 
 # A block that still holds masks after this many steps (the model keeps predicting the mask id

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..engine.config import ModelConfig
+from ..engine.model_config import ModelConfig
 from ..engine.models.bidir_llama import BidirectionalLM
 from .corpus import DEFAULT_MIX, ChatFrame, build_stream, sample_windows, training_problems
 from .export import ModelShape, count_parameters, hf_config, init_weights, save_checkpoint

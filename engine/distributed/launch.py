@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..config import ModelConfig
 from ..engine_config import EngineConfig, resolve_device, resolve_dtype
 from ..kv_cache import kv_pool_pages
+from ..model_config import ModelConfig
 from .rows import VocabParallelDenoiser
 from .shard import check_split, local_config, shard_model
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..model_config import ModelConfig
 from ..models.bidir_llama import BidirectionalLM, Block
 
 

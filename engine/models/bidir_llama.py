@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..model_config import ModelConfig
 
 # attend(layer_idx, q (N, H, D), k (N, KV, D), v (N, KV, D)) -> (N, H, D)
 AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from safetensors import safe_open
 
-from ..config import CheckpointError, ModelConfig
+from ..model_config import CheckpointError, ModelConfig
 from .bidir_llama import BidirectionalLM
 from .weight_maps import IGNORED_SUFFIXES, checkpoint_parts, optional_names
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..config import ModelConfig
+from ..model_config import ModelConfig
 
 # LLaDA (OLMo naming). `ff_proj` is the SwiGLU gate, `ff_out` inside a block is
 # the down projection, and the top-level `ff_out` is the LM head.

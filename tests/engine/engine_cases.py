@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from diffuserve.engine.config import ModelConfig
 from diffuserve.engine.engine_config import EngineConfig
 from diffuserve.engine.llm_engine import LLMEngine
+from diffuserve.engine.model_config import ModelConfig
 from diffuserve.engine.models.bidir_llama import BidirectionalLM
 
 VOCAB = 97

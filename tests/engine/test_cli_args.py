@@ -10,8 +10,8 @@ import importlib
 
 import pytest
 from diffuserve.engine.cli_args import engine_argv, engine_config_from_args, format_bytes
-from diffuserve.engine.config import ModelOverrides
 from diffuserve.engine.engine_config import EngineConfig
+from diffuserve.engine.model_config import ModelOverrides
 
 # Commands that declare engine flags, and the fields each sets itself (no flag).
 COMMANDS = {

@@ -186,7 +186,7 @@ def test_fused_projections_export_back_to_checkpoint_tensors(tmp_path, family):
 
 
 def test_fused_name_has_no_single_checkpoint_name():
-    from diffuserve.engine.config import ModelConfig
+    from diffuserve.engine.model_config import ModelConfig
     from diffuserve.engine.models.weight_maps import checkpoint_names
 
     cfg = ModelConfig.from_hf(family_config("illada"))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.engine.config import ModelConfig
 from diffuserve.engine.decoding import think_bias
+from diffuserve.engine.model_config import ModelConfig
 from diffuserve.engine.oracle import generate_fixed, generate_variable, llada_generate
 from diffuserve.engine.params import DiffusionParams, ParamError, transfer_schedule
 from torch import nn

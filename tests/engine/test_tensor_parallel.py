@@ -9,10 +9,10 @@ import time
 import checkpoint_factory
 import pytest
 from checkpoint_factory import write_checkpoint
-from diffuserve.engine.config import ModelConfig
 from diffuserve.engine.distributed import TensorParallelError, check_split, start_tensor_parallel
 from diffuserve.engine.engine_config import EngineConfig
 from diffuserve.engine.llm_engine import LLMEngine
+from diffuserve.engine.model_config import ModelConfig
 from diffuserve.engine.models.loader import load_model
 from diffuserve.engine.params import DiffusionParams
 from diffuserve.engine.scoring import ScoreParams

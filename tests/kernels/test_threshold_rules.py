@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.engine.config import ModelConfig
 from diffuserve.engine.denoise import Denoiser
+from diffuserve.engine.model_config import ModelConfig
 from diffuserve.engine.oracle import pick_commits
 from diffuserve.engine.params import DiffusionParams, ParamError
 from diffuserve.kernels import select_commit

@@ -113,7 +113,7 @@ def test_objective_masks_at_rate_t_and_splits_rows():
 
 
 def test_diffusion_loss_has_gradients_for_every_weight():
-    from diffuserve.engine.config import ModelConfig
+    from diffuserve.engine.model_config import ModelConfig
     from diffuserve.engine.models.bidir_llama import BidirectionalLM
 
     model = BidirectionalLM(ModelConfig.from_hf(hf_config(TINY)))
