@@ -15,6 +15,7 @@ from .errors import install_error_handlers
 from .limits import BodySizeLimitMiddleware
 from .metrics import ServerMetrics
 from .openai.router import router
+from .openai.schema import install_openapi
 from .openai.serving_chat import OpenAIServingChat
 from .openai.serving_completion import OpenAIServingCompletion
 from .openai.serving_score import OpenAIServingScore
@@ -56,6 +57,7 @@ def create_app(engine_factory: Callable[[], Any], settings: ServerSettings) -> F
     app.state.serving_completion = OpenAIServingCompletion(state, settings, metrics)
     app.state.serving_score = OpenAIServingScore(state, settings, metrics)
     app.include_router(router)
+    install_openapi(app, state.model_limits)
     install_error_handlers(app, metrics.count)
     # Added last = outermost: a 413 never reads the body, a 401 never parses it.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, count_error=metrics.count)

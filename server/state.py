@@ -46,6 +46,13 @@ class ServerState:
     def ready(self) -> bool:
         return self.engine is not None and not self.shutting_down and bool(self.engine.is_ready)
 
+    def model_limits(self) -> dict[str, int] | None:
+        """The served model's bounds for the OpenAPI document; None until it is loaded."""
+        if self.engine is None:
+            return None
+        cfg = self.engine.model_config
+        return {"vocab": cfg.vocab_size, "context": cfg.max_length}
+
     def stats(self) -> EngineStats | None:
         return None if self.engine is None else self.engine.stats()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .protocol import (
@@ -18,7 +18,11 @@ from .protocol import (
 from .protocol_score import ScoreRequest, ScoreResponse
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429, 500, 503)}
-STREAM = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}}
+# Open API 3.1: an event stream's `schema` describes one event.
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {
+    "type": "string", "description": "a JSON chunk, an OpenAI error body, or [DONE] (the last event)"}}}
+STREAM = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+                "description": "JSON, or Server-Sent Events when stream=true (chunks, then `data: [DONE]`)"}}
 
 router = APIRouter()
 
@@ -49,7 +53,7 @@ async def models(raw_request: Request) -> ModelList:
                                      max_model_len=max_len)])
 
 
-@router.get("/health")
+@router.get("/health", responses={503: ERRORS[503]})
 async def health() -> dict:
     """Liveness: the process answers. Open without an API key."""
     return {"status": "ok"}
@@ -73,7 +77,8 @@ async def ready(raw_request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(raw_request: Request) -> Response:
     """Prometheus text format. Open without an API key."""
     registry = raw_request.app.state.metrics.registry

@@ -75,6 +75,16 @@ class OpenAIServing:
             log.warning("ignoring unknown request fields: %s", ", ".join(ignored))
         check_admission(self.state, self.settings, num_requests=num_requests)
 
+    def check_token_counts(self, req: SamplingRequest, *names: str) -> None:
+        """Token counts the request gives (even one another field overrides) are below the
+        context length, as the OpenAPI document says (server/openai/schema.py)."""
+        limit = self.state.engine.model_config.max_length - 1
+        for name in names:
+            value = getattr(req, name)
+            if value is not None and value > limit:
+                raise APIError(400, f"{name} ({value}) must be < the model's context length {limit + 1}",
+                               param=name, code="context_length_exceeded")
+
     def make_params(self, req: SamplingRequest, max_tokens: int | None, default_max: int,
                     prompt_len: int) -> DiffusionParams:
         """DiffusionParams for one prompt (seed filled per choice by `choice_runs`). Building them

@@ -42,6 +42,7 @@ class OpenAIServingChat(OpenAIServing):
 
     async def create(self, req: ChatCompletionRequest, raw_request: Request) -> Response:
         self.check_request(req, num_requests=req.n)
+        self.check_token_counts(req, "max_tokens", "max_completion_tokens")
         ids = self.prompt_ids(req)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         params = self.make_params(req, max_tokens, self.settings.default_chat_max_tokens, len(ids))

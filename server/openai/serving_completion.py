@@ -31,8 +31,17 @@ class OpenAIServingCompletion(OpenAIServing):
         if len(prompts) * n > self.settings.max_prompts_times_n:
             raise APIError(400, f"len(prompt) * n = {len(prompts) * n} exceeds the limit "
                            f"{self.settings.max_prompts_times_n}", param="prompt", code="invalid_value")
+        return [self.text_ids(p) if isinstance(p, str) else list(p) for p in prompts]
+
+    def text_ids(self, text: str) -> list[int]:
+        """A text prompt's token ids; a text with no tokens (the empty string) is the start of a
+        document, as in OpenAI's API: the BOS token, or EOS for models without one."""
         tokenizer = self.state.engine.tokenizer
-        return [list(tokenizer(p)["input_ids"]) if isinstance(p, str) else list(p) for p in prompts]
+        ids = list(tokenizer(text)["input_ids"])
+        if ids:
+            return ids
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return [] if start is None else [start]  # [] -> the engine answers "the prompt is empty"
 
     async def create(self, req: CompletionRequest, raw_request: Request) -> Response:
         texts_or_ids = self.prompt_list(req)

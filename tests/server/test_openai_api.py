@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from server_helpers import API_KEY, expected_model_name, parse_events, sse_events
 
 SMALL = {"block_length": 8, "ignore_eos": True}  # ignore_eos: the answer runs to max_tokens, block by block
@@ -145,3 +146,48 @@ def test_diffusion_extras_are_honoured(server):
     assert refreshed["diffusion"]["blocks"] == 2
     parallel = run(threshold=0.01)["diffusion"]  # nearly every token clears the bar at once
     assert parallel["steps"] < 16 and parallel["tokens_per_step"] > 1.0
+
+
+def test_openapi_schema_shows_the_limits_the_server_enforces(server):
+    from diffuserve.engine.params import BOUNDS
+
+    schema = httpx.get(server.base_url + "/openapi.json", timeout=10).json()
+    props = schema["components"]["schemas"]["CompletionRequest"]["properties"]
+    for name in ("temperature", "block_length", "steps", "threshold", "seed", "cfg_scale", "think_power"):
+        (number,) = [s for s in props[name]["anyOf"] if s.get("type") in ("number", "integer")]
+        bound = BOUNDS[name]
+        assert number.get("exclusiveMinimum" if bound.low_open else "minimum") == bound.low, name
+        assert number.get("exclusiveMaximum" if bound.high_open else "maximum") == bound.high, name
+    card = httpx.get(server.base_url + "/v1/models", headers=server.headers(), timeout=10).json()["data"][0]
+    assert props["max_tokens"]["maximum"] == card["max_model_len"] - 1  # the served model's context
+    assert "422" not in schema["paths"]["/v1/completions"]["post"]["responses"]  # errors are 400s
+    r = server.post("/v1/completions", {"prompt": "x", "max_tokens": props["max_tokens"]["maximum"] + 1})
+    assert r.status_code == 400
+
+
+def test_empty_prompt_is_the_start_of_a_document(server):
+    """As in OpenAI's API, "" is a valid prompt (the schema allows it): the model starts a document."""
+    r = server.post("/v1/completions", {"prompt": "", "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 1
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": [[False]]}, "prompt"),  # booleans are not token ids
+    ({"prompt": [True, 5]}, "prompt"),
+    ({"prompt": "x", "max_tokens": "4"}, "max_tokens"),  # no numbers as strings
+    ({"prompt": "x", "max_tokens": 4.5}, "max_tokens"),
+    ({"prompt": "x", "stream": 1}, "stream"),
+    ({"prompt": "x", "temperature": True}, "temperature"),
+    ({"prompt": []}, "prompt"),
+])
+def test_types_are_strict(server, body, param):
+    r = server.post("/v1/completions", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_an_integer_may_be_written_as_a_whole_float(server):
+    r = server.post("/v1/completions", {"prompt": [5.0, 6], "max_tokens": 4.0, "block_length": 4.0})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 4
