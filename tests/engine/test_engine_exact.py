@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from diffuserve.engine.params import DiffusionParams
 from diffuserve.engine.oracle import generate_fixed, generate_variable
+from diffuserve.engine.params import DiffusionParams
 from engine_cases import ToyTokenizer, engine, prompts, tiny_model
 
 LENGTHS = (5, 17, 9, 30)

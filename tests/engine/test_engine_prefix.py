@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from diffuserve.engine.params import DiffusionParams
 from diffuserve.engine.oracle import generate_variable
+from diffuserve.engine.params import DiffusionParams
 from engine_cases import engine, prompts, tiny_model
 
 

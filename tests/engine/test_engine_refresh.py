@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from diffuserve.engine.params import DiffusionParams, ParamError
 from diffuserve.engine.oracle import generate_fixed, generate_variable
+from diffuserve.engine.params import DiffusionParams, ParamError
 from engine_cases import engine, prompts, tiny_config, tiny_model
 
 
