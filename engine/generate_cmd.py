@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--suppress-eos-confidence", action="store_true",
                    help="EOS/EOT confidence -> -inf (LLaDA confidence_eos_eot_inf)")
     s.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    s.add_argument("--cache", choices=["prefix", "none"], default="prefix",
-                   help="prefix KV cache, or none (exact: recompute the canvas every step)")
+    s.add_argument("--cache", choices=["prefix", "dual", "none"], default="prefix",
+                   help="prefix KV cache; dual (fixed canvas: the masked suffix's K/V reused within a "
+                   "block too); or none (exact: recompute the canvas every step)")
     s.add_argument("--cache-refresh", type=parse_cache_refresh, default="auto",
                    help="prefix cache: 'auto', or recompute the K/V every N finished blocks (0 = never)")
     add_engine_args(p)

@@ -85,7 +85,7 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_TOKEN_IDS = 64
 CANVASES = ("variable", "fixed")
 REMASKINGS = ("low_confidence", "random")
-CACHE_MODES = ("prefix", "none")
+CACHE_MODES = ("prefix", "dual", "none")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,9 @@ class DiffusionParams:
     suppress_eos_confidence: bool = False  # LLaDA confidence_eos_eot_inf
     stop_token_ids: tuple[int, ...] = ()  # in addition to the model's stop ids
     stop: tuple[str, ...] = ()
-    cache: Literal["prefix", "none"] = "prefix"
+    # "dual" (fixed canvas): also keep the masked suffix's K/V from the block's first step and
+    # reuse it at the block's later steps (Fast-dLLM's DualCache); "none": exact mode.
+    cache: Literal["prefix", "dual", "none"] = "prefix"
     # Prefix mode: when a block finishes, the next block's first step may recompute the K/V of
     # every committed token (Fast-dLLM's block-boundary refresh). N >= 1: after every N finished
     # blocks; 0: never; "auto": once the denoising work since the last refresh has reached a
@@ -153,6 +155,9 @@ class DiffusionParams:
             _check_int("seed", self.seed)
         _check_real("cfg_scale", self.cfg_scale)
         _check_choice("cache", self.cache, CACHE_MODES)
+        if self.cache == "dual" and self.canvas != "fixed":
+            raise ParamError("cache", "cache='dual' caches the masked suffix of a fixed canvas: "
+                             "it needs canvas='fixed' (a variable canvas has no suffix)")
         _check_real("think_boost", self.think_boost)
         _check_real("think_power", self.think_power)
         if self.cache_refresh != "auto" and not (

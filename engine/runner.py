@@ -49,7 +49,8 @@ class ModelRunner:
             starts[i] = len(ids)
             ids += plan.token_ids
             positions += range(plan.start_pos, plan.start_pos + len(plan.token_ids))
-            segments.append(Segment(len(plan.token_ids), plan.paged, plan.num_cached, seq.pages))
+            segments.append(Segment(len(plan.token_ids), plan.paged, plan.num_cached, seq.pages,
+                                    plan.extra_keys))
         for i in order:
             plan = batch[i][1]
             if plan.uncond_token_ids is not None:

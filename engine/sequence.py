@@ -38,6 +38,9 @@ class StepPlan:
     num_to_cache: int  # the first n query tokens become cached after this step
     denoise: bool  # False: a prefill chunk only
     block_offset: int = 0  # index in token_ids of the current block's first token
+    # Dual cache: keys in the pool right after the queries (the masked suffix of a fixed canvas,
+    # computed at the block's first step), read but not written by this step.
+    extra_keys: int = 0
     mask_cols: list[int] = field(default_factory=list)  # block index of each masked position
     mask_rows: list[int] = field(default_factory=list)  # query row whose hidden state predicts it
     bias: tuple[int, float] | None = None  # </think> boost at the first masked position
@@ -55,8 +58,8 @@ class StepPlan:
 
     @property
     def num_kv_tokens(self) -> int:
-        """Pool slots this step touches (cached + written), for page allocation."""
-        return self.num_cached + len(self.token_ids) if self.paged else 0
+        """Pool slots this step touches (cached + written + dual-cached suffix), for page allocation."""
+        return self.num_cached + len(self.token_ids) + self.extra_keys if self.paged else 0
 
 
 class Sequence:
@@ -70,6 +73,10 @@ class Sequence:
         self.stop_ids = frozenset(params.stop_ids(cfg))
         self.think_ids = think_ids if params.think_boost > 0 else []
         self.exact = params.cache == "none"
+        self.dual = params.cache == "dual"
+        # Dual cache: the pool holds the K/V of the masked suffix (after the current block), written
+        # by this block's first step; later steps of the block read it instead of recomputing it.
+        self.suffix_cached = False
         self.status = SeqStatus.WAITING
         self.committed: list[int] = list(prompt_ids)  # prompt + decoded answer blocks
         self.answer: list[int] = []
@@ -110,6 +117,7 @@ class Sequence:
         self.block_step = 0
         self.schedule = transfer_schedule(n, block_steps(p, n))
         self.future_len = p.max_tokens - len(self.answer) - n if p.canvas == "fixed" else 0
+        self.suffix_cached = False  # the suffix changed (a block left it): its K/V must be recomputed
         if self.num_blocks and self._refresh_due():
             # Refresh: the cached K/V saw the tokens of the step that cached them, never the blocks
             # decoded since. Forgetting the cache makes this block's first step recompute every
@@ -164,9 +172,12 @@ class Sequence:
             if todo > chunk_size:
                 chunk = self.committed[self.num_cached : self.num_cached + chunk_size]
                 return StepPlan(chunk, self.num_cached, True, self.num_cached, chunk_size, False)
+            if self.suffix_cached:  # dual cache: the masked suffix's K/V are already in the pool
+                tail = self.block
             tokens = self.committed[self.num_cached :] + tail
             plan = StepPlan(tokens, self.num_cached, True, self.num_cached, todo, True,
-                            block_offset=len(self.committed) - self.num_cached)
+                            block_offset=len(self.committed) - self.num_cached,
+                            extra_keys=self.future_len if self.suffix_cached else 0)
         cols = [j for j, t in enumerate(self.block) if t == self.mask_id]
         plan.mask_cols = cols
         shift = 1 if self.shift else 0
@@ -183,6 +194,9 @@ class Sequence:
         self.num_cached += plan.num_to_cache if plan.paged else 0
         if not plan.denoise:
             return False
+        # A denoising step wrote the suffix's K/V (they stay valid until the block ends: its masks
+        # never change within the block).
+        self.suffix_cached = self.dual and plan.paged
         assert new_block is not None
         self.work_since_refresh += len(plan.token_ids) - plan.block_offset
         self.block = new_block
@@ -197,6 +211,7 @@ class Sequence:
         """Forget the cache (pages are freed by the caller); decoding state is kept."""
         self.num_cached = 0
         self.work_since_refresh = 0
+        self.suffix_cached = False
         self.num_preemptions += 1
         self.status = SeqStatus.WAITING
 

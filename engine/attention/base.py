@@ -6,8 +6,9 @@ so each group's rows are one contiguous range.
 
 Paged segment semantics, per layer: first write the K/V of all its query tokens into the pool at
 slots `[num_cached, num_cached + n_query)` of its page table (tokens that will not stay cached
-are scratch, rewritten next step), then attend every query to slots `[0, num_cached + n_query)`,
-bidirectionally. Dense segment: queries attend to the segment's own tokens only.
+are scratch, rewritten next step), then attend every query to slots
+`[0, num_cached + n_query + extra_keys)`, bidirectionally (`extra_keys`: the dual cache's masked
+suffix, written by an earlier step). Dense segment: queries attend to the segment's own tokens only.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ class Segment:
     paged: bool
     num_cached: int = 0
     pages: list[int] = field(default_factory=list)
+    extra_keys: int = 0  # paged: keys already in the pool after the queries (dual cache), not written
 
     @property
     def n_keys(self) -> int:
-        return self.num_cached + self.n_query if self.paged else self.n_query
+        return self.num_cached + self.n_query + self.extra_keys if self.paged else self.n_query
 
 
 class AttentionBackend:

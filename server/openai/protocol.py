@@ -74,7 +74,10 @@ class DiffusionFields(BaseModel):
         "threshold", description="parallel decoding: commit every token with confidence >= threshold"
     )
     remasking: Literal["low_confidence", "random"] | None = None
-    cache: Literal["prefix", "none"] | None = Field(None, description="'none' = exact mode (no KV reuse)")
+    cache: Literal["prefix", "dual", "none"] | None = Field(
+        None, description="'none' = exact mode (no KV reuse); 'dual' (fixed canvas) = prefix cache plus "
+        "the masked suffix's K/V, reused within a block (Fast-dLLM DualCache)"
+    )
     cache_refresh: Annotated[int, Field(**BOUNDS["cache_refresh"].schema())] | Literal["auto"] | None = Field(
         None, description="prefix mode: recompute the cached K/V every N finished blocks; 0 = never; "
         "'auto' (default) = once the denoising work since the last refresh reaches its cost",
