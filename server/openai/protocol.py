@@ -73,6 +73,13 @@ class DiffusionFields(BaseModel):
     threshold: float | None = bounded(
         "threshold", description="parallel decoding: commit every token with confidence >= threshold"
     )
+    threshold_factor: float | None = bounded(
+        "threshold_factor", description="parallel decoding, Fast-dLLM's factor rule (not with threshold): "
+        "commit the n most confident tokens for the largest n with (n + 1) * (1 - c_n) < factor"
+    )
+    max_commits_per_step: int | None = bounded(
+        "max_commits_per_step", description="threshold / threshold_factor: at most this many tokens a step"
+    )
     remasking: Literal["low_confidence", "random"] | None = None
     cache: Literal["prefix", "dual", "none"] | None = Field(
         None, description="'none' = exact mode (no KV reuse); 'dual' (fixed canvas) = prefix cache plus "
