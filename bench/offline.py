@@ -48,12 +48,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="steps per block (default: block length)")
     p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--threshold-factor", type=float, default=1.0, help="the factor mode's threshold_factor")
+    p.add_argument("--canvas", choices=["variable", "fixed"], default="variable",
+                   help="fixed: LLaDA's gen_length canvas, all max_tokens masks from the start (dual modes)")
     p.add_argument("--cache-refresh", default="auto",
                    help="comma-separated cache_refresh values for the prefix modes ('auto', or blocks "
                    "between full K/V recomputes, 0 = never); each value is its own run")
     p.add_argument("--concurrency", default="1,8,16,32", help="comma-separated concurrency levels")
     p.add_argument("--modes", default="schedule,threshold,exact",
-                   help="engine modes among schedule, threshold, exact")
+                   help="engine modes among schedule, threshold, factor (threshold_factor), exact, and "
+                   "with --canvas fixed dual, dual-threshold, dual-factor (cache='dual')")
     p.add_argument("--exact-concurrency", type=int, default=None,
                    help="run exact mode only at this concurrency (default: the highest)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference baseline")
@@ -112,7 +116,8 @@ def run(args) -> int:
         raise SystemExit("--tensor-parallel-size > 1 needs --no-reference and no --compare-dtype")
     engine, prompts = build(args)
     steps = args.steps or args.block_length
-    base = DiffusionParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=steps)
+    base = DiffusionParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=steps,
+                           canvas=args.canvas)
     levels = concurrency_levels(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     exact_c = args.exact_concurrency or max(levels)
@@ -130,24 +135,31 @@ def run(args) -> int:
         runs.append(run_reference(engine.model, engine.cfg, engine.tokenizer, prompts,
                                   base.replace(cache="none"), meter, sample))
         print(f"  reference done: {runs[-1].tokens_per_s:.1f} tok/s", flush=True)
-    plans = {
-        "schedule": base,
-        "threshold": base.replace(threshold=args.threshold),
-        "exact": base.replace(cache="none"),
-    }
+    rules = {"schedule": {}, "threshold": {"threshold": args.threshold},
+             "factor": {"threshold_factor": args.threshold_factor}}
+    plans = {"exact": lambda: base.replace(cache="none")}
+    for rule, fields in rules.items():
+        plans[rule] = lambda fields=fields: base.replace(**fields)
+        plans["dual" if rule == "schedule" else f"dual-{rule}"] = (
+            lambda fields=fields: base.replace(cache="dual", **fields))
+    unknown = [m for m in modes if m not in plans]
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {', '.join(unknown)}; choose among {', '.join(plans)}")
+    if args.canvas != "fixed" and any(m.startswith("dual") for m in modes):
+        raise SystemExit("the dual modes cache the masked suffix of a fixed canvas: add --canvas fixed")
     refreshes = [parse_cache_refresh(r) for r in args.cache_refresh.split(",")]
     for mode in modes:
-        variants = [(mode, plans[mode])]
+        variants = [(mode, plans[mode]())]
         if mode != "exact":  # one run per refresh policy, named by it when there are several
-            variants = [(f"{mode}:r{r}" if len(refreshes) > 1 else mode, plans[mode].replace(cache_refresh=r))
-                        for r in refreshes]
+            variants = [(f"{mode}:r{r}" if len(refreshes) > 1 else mode,
+                         plans[mode]().replace(cache_refresh=r)) for r in refreshes]
         for name, params in variants:
             for c in [exact_c] if mode == "exact" else levels:
                 stats = run_engine(engine, name, prompts, params, c, meter)
                 runs.append(stats)
                 print(f"  {name} c={c} done: {stats.tokens_per_s:.1f} tok/s", flush=True)
     if args.compare_dtype:
-        runs.append(run_cast_exact(engine, args.compare_dtype, prompts, plans["exact"], exact_c, meter))
+        runs.append(run_cast_exact(engine, args.compare_dtype, prompts, plans["exact"](), exact_c, meter))
         print(f"  exact-{args.compare_dtype} done", flush=True)
     report(runs, engine.device, args.block_length, args.max_tokens)
     if args.json:
