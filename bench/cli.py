@@ -19,6 +19,7 @@ KINDS = {
     "http": ("diffuserve.bench.http", "HTTP server against the offline engine, same load"),
     "kernels": ("diffuserve.bench.kernels", "micro-benchmark of the denoising kernels"),
     "soak": ("diffuserve.bench.soak", "streaming clients for a while, some disconnecting; checks for leaks"),
+    "quality": ("diffuserve.bench.quality", "task accuracy against tokens/s for every decoding mode"),
     "scoring": ("diffuserve.bench.scoring", "multiple-choice accuracy and questions/s (/v1/score)"),
 }
 
