@@ -69,8 +69,9 @@ class ScoreParams:
                 raise ParamError(name, f"token id {bad} is outside the vocabulary [0, {vocab})")
         if cfg.mask_token_id in candidate_ids:
             raise ParamError("candidates", "a candidate holds the mask token")
-        if prompt_len < 1:
-            raise ParamError("prompt", "the prompt is empty")
+        if prompt_len < 1 and cfg.shift_logits:  # the first candidate token has no row to read
+            raise ParamError("prompt", "the prompt is empty (this model predicts each token from the "
+                             "position before it, so scoring needs at least one prompt token)")
         if candidate_len < 1:
             raise ParamError("candidates", "a candidate is empty (no tokens)")
         if prompt_len + candidate_len > cfg.max_length:
