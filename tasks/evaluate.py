@@ -10,7 +10,6 @@ batched throughput; the HTTP route does the same with `concurrency` client tasks
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -88,32 +87,38 @@ def parse_setting(text: str) -> dict[str, Any]:
     """`"threshold=0.9,block_length=16"` -> DiffusionParams fields, typed by the dataclass.
 
     One spelling for every decoding setting (the eval CLI, the quality benchmark and the
-    docs all name settings by the request fields users send).
+    docs all name settings by the request fields users send); each value is converted to
+    the type its field declares, so a new request field needs nothing here.
     """
+    import typing
+
     from ..engine.params import DiffusionParams, parse_cache_refresh
 
-    fields = {f.name: f for f in dataclasses.fields(DiffusionParams)}
+    hints = typing.get_type_hints(DiffusionParams)
     out: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if not sep or key not in hints:
             raise ValueError(f"bad setting {item!r}: expected field=value with a DiffusionParams field")
-        out[key] = _typed(key, value.strip(), parse_cache_refresh)
+        if key == "cache_refresh":
+            out[key] = parse_cache_refresh(value)
+        elif value.lower() in ("none", "null"):
+            out[key] = None
+        else:
+            out[key] = _convert(value, hints[key])
     return out
 
 
-def _typed(key: str, value: str, parse_cache_refresh) -> Any:
-    if value.lower() in ("none", "null"):
-        return None
-    if key == "cache_refresh":
-        return parse_cache_refresh(value)
-    if key in ("threshold", "temperature", "cfg_scale", "think_boost", "think_power"):
-        return float(value)
-    if key in ("max_tokens", "block_length", "steps", "seed"):
-        return int(value)
-    if key in ("suppress_eos", "suppress_eos_confidence"):
-        return value.lower() in ("1", "true", "yes")
+def _convert(value: str, hint) -> Any:
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    for kind in (bool, int, float):  # bool before int: bool is an int subclass
+        if kind in args:
+            if kind is bool:
+                return value.lower() in ("1", "true", "yes")
+            return kind(value)
     return value
 
 

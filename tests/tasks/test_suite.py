@@ -146,3 +146,16 @@ def test_grading_takes_the_text_after_the_last_think_end():
     assert not is_correct(p, "6320")
     assert not is_correct(sort_problem([3, 1]), "3 1")
     assert is_correct(sort_problem([3, 1]), "1 3")
+
+
+def test_settings_are_parsed_by_request_field_types():
+    from diffuserve.tasks.evaluate import parse_setting
+
+    s = parse_setting("threshold=0.9, block_length=16,cache=none,cache_refresh=auto,steps=none")
+    assert s == {"threshold": 0.9, "block_length": 16, "cache": "none", "cache_refresh": "auto", "steps": None}
+    assert parse_setting("cache_refresh=2,temperature=0")["cache_refresh"] == 2
+    assert parse_setting("") == {}
+    with pytest.raises(ValueError, match="bad setting"):
+        parse_setting("no_such_field=1")
+    with pytest.raises(ValueError):
+        parse_setting("block_length=abc")
