@@ -3,10 +3,12 @@ ranks 1..N-1 are worker processes it spawns. Each rank loads the checkpoint, kee
 (`shard.py`) and builds the same engine; every step, rank 0 broadcasts the step's batch and all
 ranks run the same forward and row pass, meeting in the collectives.
 
-Failure: a worker that dies fails the step in flight on rank 0 (its collectives error), every
-later step fails at once, and the process exits with status 1 after `EXIT_DELAY_S` (time for the
-failed requests' error answers to go out), so an orchestrator restarts it. Collectives time out
-after `COLLECTIVE_TIMEOUT_S`, so a hung worker fails the step in bounded time too.
+Failure: a worker that dies (seen by rank 0's watchdog, or as a closed connection) or hangs
+(a step's collective waits past `COLLECTIVE_TIMEOUT_S`) fails the step in flight on rank 0,
+every later step fails at once, and the process exits with status 1 after `EXIT_DELAY_S`
+(time for the failed requests' error answers to go out), so an orchestrator restarts it.
+Start-up (rendezvous, loading) has its own, longer `SETUP_TIMEOUT_S`; between steps the
+workers wait for the next batch without a deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -32,7 +35,9 @@ from .shard import check_split, local_config, shard_model
 
 log = logging.getLogger(__name__)
 
-COLLECTIVE_TIMEOUT_S = 120.0
+COLLECTIVE_TIMEOUT_S = 60.0  # one step's collectives, once running
+SETUP_TIMEOUT_S = 1800.0  # rendezvous and the first collective after every rank loaded the model
+IDLE_TIMEOUT = timedelta(days=3650)  # workers waiting for the next step: an idle server is fine
 EXIT_DELAY_S = 3.0
 WATCH_PERIOD_S = 0.5
 
@@ -104,9 +109,25 @@ def _random_model(shape: dict[str, Any], dtype: torch.dtype, overrides: dict[str
 
 def _init_group(backend: str, init_method: str, rank: int, world: int):
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world,
-                            timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+                            timeout=timedelta(seconds=SETUP_TIMEOUT_S))
     # Step inputs are Python objects: they travel on a CPU (gloo) group whatever the backend.
-    return dist.new_group(backend="gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=SETUP_TIMEOUT_S))
+
+
+def _arm_timeouts(obj_group, rank: int) -> None:
+    """After start-up: a step's collectives get COLLECTIVE_TIMEOUT_S, and so does rank 0's send of
+    a step (gloo waits for the receiver); a worker's wait for the next step has no deadline.
+    Timeouts are per process, so the same group gets both."""
+    from torch.distributed.distributed_c10d import _set_pg_timeout
+
+    step = timedelta(seconds=COLLECTIVE_TIMEOUT_S)
+    _set_pg_timeout(step, None)
+    _set_pg_timeout(step if rank == 0 else IDLE_TIMEOUT, obj_group)
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """A failed or timed-out collective (a peer died or hangs), as opposed to a request's error."""
+    return isinstance(exc, dist.DistError) or bool(re.search(r"gloo|nccl", str(exc), re.IGNORECASE))
 
 
 def _worker_main(rank: int, world: int, init_method: str, backend: str, model, econf, dtype, device,
@@ -117,28 +138,38 @@ def _worker_main(rank: int, world: int, init_method: str, backend: str, model, e
 
     obj_group = _init_group(backend, init_method, rank, world)
     engine = _build_rank(LLMEngine, rank, world, model, econf, dtype, device, overrides, obj_group)
+    _arm_timeouts(obj_group, rank)
     log.info("tensor parallel worker %d/%d ready", rank, world)
     while True:
         box: list[Any] = [None]
-        dist.broadcast_object_list(box, src=0, group=obj_group)
+        try:
+            dist.broadcast_object_list(box, src=0, group=obj_group)
+        except Exception:  # rank 0 is gone: nothing left to serve
+            log.exception("lost rank 0")
+            raise SystemExit(1) from None
         if box[0] is None:  # rank 0 closes
             break
         try:
             engine.runner.run(box[0])
-        except Exception:  # rank 0 runs the same step and fails the same requests
+        except Exception as exc:  # rank 0 runs the same step and fails the same requests
             log.exception("step failed on tensor parallel rank %d", rank)
+            if is_collective_failure(exc):
+                raise SystemExit(1) from None
     dist.destroy_process_group()
 
 
 class BroadcastRunner:
-    """Rank 0's runner: sends each step's batch to the workers, then runs its own part."""
+    """Rank 0's runner: sends each step's batch to the workers, then runs its own part. Once a
+    worker is lost (`fail`), every step raises at once and the process is stopped."""
 
-    def __init__(self, runner, procs: list, obj_group):
+    def __init__(self, runner, procs: list, obj_group, exit_on_loss: bool):
         self.inner = runner
         self.procs = procs
         self.obj_group = obj_group
+        self.exit_on_loss = exit_on_loss
         self.lost: str | None = None
         self.closing = False
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str):  # model, backend, denoiser... of the wrapped runner
         return getattr(self.inner, name)
@@ -146,8 +177,24 @@ class BroadcastRunner:
     def run(self, batch):
         if self.lost is not None:
             raise WorkerLost(self.lost)
-        dist.broadcast_object_list([batch], src=0, group=self.obj_group)
-        return self.inner.run(batch)
+        try:
+            dist.broadcast_object_list([batch], src=0, group=self.obj_group)
+            return self.inner.run(batch)
+        except Exception as exc:
+            if is_collective_failure(exc):
+                self.fail(dead_workers(self.procs) or f"tensor parallel collective failed: {exc}")
+                raise WorkerLost(self.lost) from exc
+            raise
+
+    def fail(self, message: str) -> None:
+        """Fail every later step; unless told not to (tests), exit 1 after EXIT_DELAY_S."""
+        with self._lock:
+            if self.lost is not None or self.closing:
+                return
+            self.lost = message
+        log.error("%s: failing requests and stopping", message)
+        if self.exit_on_loss:
+            threading.Thread(target=_exit_soon, name="diffuserve-tp-exit", daemon=True).start()
 
     def close(self) -> None:
         """Stop the workers and leave the process group (offline use; `serve` just exits)."""
@@ -163,25 +210,36 @@ class BroadcastRunner:
         dist.destroy_process_group()
 
 
-def _watch(procs: list, state: dict, exit_on_loss: bool) -> None:
-    """Rank 0's watchdog thread: a worker gone -> steps fail, then the process exits 1."""
+def dead_workers(procs: list) -> str:
+    """'tensor parallel worker 1 exited (status -9)', ... for the workers gone; '' if none."""
+    return ", ".join(f"tensor parallel worker {i + 1} exited (status {p.exitcode})"
+                     for i, p in enumerate(procs) if not p.is_alive())
+
+
+def _exit_soon() -> None:
+    time.sleep(EXIT_DELAY_S)
+    logging.shutdown()
+    os._exit(1)
+
+
+def _watch(procs: list, state: dict) -> None:
+    """Rank 0's watchdog thread: a worker process gone -> the runner fails (or, while the model
+    loads, the process exits)."""
     while True:
         time.sleep(WATCH_PERIOD_S)
         runner = state.get("runner")
-        if runner is not None and runner.closing:
+        if runner is not None and (runner.closing or runner.lost is not None):
             return
-        dead = [(i + 1, p.exitcode) for i, p in enumerate(procs) if not p.is_alive()]
-        if not dead:
+        message = dead_workers(procs)
+        if not message:
             continue
-        message = ", ".join(f"tensor parallel worker {r} exited (status {c})" for r, c in dead)
-        log.error("%s: failing requests and stopping", message)
         if runner is not None:
-            runner.lost = message
-        state["lost"] = message
-        if exit_on_loss:
-            time.sleep(EXIT_DELAY_S)
-            logging.shutdown()
-            os._exit(1)
+            runner.fail(message)
+        else:  # still starting: rank 0 would wait for the dead peer in its first collective
+            state["lost"] = message
+            log.error("%s while loading", message)
+            if state["exit_on_loss"]:
+                _exit_soon()
         return
 
 
@@ -216,15 +274,15 @@ def start_tensor_parallel(engine_cls, model: str | dict | None, econf: EngineCon
              for rank in range(1, world)]
     for p in procs:
         p.start()
-    state: dict[str, Any] = {}
-    threading.Thread(target=_watch, args=(procs, state, exit_on_loss), name="diffuserve-tp-watch",
-                     daemon=True).start()
+    state: dict[str, Any] = {"exit_on_loss": exit_on_loss}
+    threading.Thread(target=_watch, args=(procs, state), name="diffuserve-tp-watch", daemon=True).start()
     obj_group = _init_group(backend, init_method, 0, world)
     engine = _build_rank(engine_cls, 0, world, model, econf, dtype, device, overrides, obj_group)
-    runner = BroadcastRunner(engine.runner, procs, obj_group)
-    if "lost" in state:
-        runner.lost = state["lost"]
+    _arm_timeouts(obj_group, 0)
+    runner = BroadcastRunner(engine.runner, procs, obj_group, exit_on_loss)
     state["runner"] = runner
+    if "lost" in state:
+        runner.fail(state["lost"])
     engine.runner = runner
     # At interpreter exit multiprocessing terminates the daemon workers: not a failure.
     atexit.register(lambda: setattr(runner, "closing", True))

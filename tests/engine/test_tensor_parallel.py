@@ -175,3 +175,34 @@ def test_a_split_model_refuses_the_dense_forward(tmp_path, monkeypatch):
     shard_model(model, 0, 4)  # no collective runs before the check
     with pytest.raises(RuntimeError, match="reference sampler needs --tensor-parallel-size 1"):
         model(torch.tensor([[1, 2, 3]]))
+
+
+@pytest.mark.slow
+def test_a_hung_worker_fails_the_step_after_the_collective_timeout(tmp_path, even_vocab, monkeypatch):
+    import os
+    import signal
+
+    from diffuserve.engine.distributed import launch
+
+    monkeypatch.setattr(launch, "COLLECTIVE_TIMEOUT_S", 3.0)  # rank 0's step collectives
+    write_checkpoint(tmp_path, "illada")
+    econf = EngineConfig(max_num_seqs=4, device="cpu", dtype="float32", tensor_parallel_size=2)
+    engine = start_tensor_parallel(LLMEngine, str(tmp_path), econf, overrides=OVERRIDES, exit_on_loss=False)
+    runner = engine.runner
+    worker = runner.procs[0]
+    try:
+        engine.add_request("r", PROMPTS[0], PARAMS[0])
+        engine.step()
+        os.kill(worker.pid, signal.SIGSTOP)  # alive, never answers
+        t0 = time.monotonic()
+        (out,) = engine.step()
+        waited = time.monotonic() - t0
+        assert out.finish_reason == "error" and "collective failed" in out.error, out
+        assert waited < 30
+        assert worker.is_alive() and "collective failed" in runner.lost
+    finally:
+        runner.closing = True
+        worker.kill()
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
