@@ -44,8 +44,17 @@ class ModelRunner:
         segments: list[Segment] = []
         starts: dict[int, int] = {}  # batch index -> first flat row
         uncond_starts: dict[int, int] = {}
+        canvases: dict[tuple, int] = {}  # exact-mode canvas -> its first flat row
         for i in order:
             seq, plan = batch[i]
+            if not plan.paged and plan.uncond_token_ids is None and not plan.extra_keys:
+                # Identical exact-mode canvases (the candidates of one multiple-choice question all
+                # start as prompt + masks) are computed once and their rows read by each entry.
+                key = (plan.start_pos, tuple(plan.token_ids))
+                if key in canvases:
+                    starts[i] = canvases[key]
+                    continue
+                canvases[key] = len(ids)
             starts[i] = len(ids)
             ids += plan.token_ids
             positions += range(plan.start_pos, plan.start_pos + len(plan.token_ids))

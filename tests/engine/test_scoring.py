@@ -200,3 +200,20 @@ def test_a_single_token_candidate_with_one_sample_still_finishes():
         s = score(engine(model, cfg), prompt, [[20]], ScoreParams("likelihood", mc_samples=1, seed=seed),
                   f"x{seed}-")[0]
         assert math.isfinite(s.score) and s.num_forwards == 1 and s.stderr == 0.0
+
+
+def test_identical_canvases_are_computed_once():
+    """The candidates of a multiple-choice question start from the same canvas (prompt + masks):
+    the step computes it once, and each candidate reads its own target from the shared rows."""
+    model, cfg = tiny_model("illada", seed=2)
+    prompt = prompts((12,), seed=3)[0]
+    letters = [[20], [21], [22], [23]]
+    eng = engine(model, cfg)
+    steps = []
+    eng.listeners.append(steps.append)
+    together = score(eng, prompt, letters, ScoreParams("confidence"))
+    assert [s.num_query_tokens for s in steps] == [len(prompt) + 1]
+    for cand, s in zip(letters, together, strict=True):
+        alone = score(engine(model, cfg), prompt, [cand], ScoreParams("confidence"))[0]
+        assert s.score == pytest.approx(alone.score, rel=1e-5, abs=1e-5)
+    assert len({s.score for s in together}) == 4  # four targets, four different log-probs
