@@ -70,12 +70,12 @@ def _build_rank(engine_cls, rank: int, world: int, model: str | None, econf: Eng
 
     dev = _rank_device(econf.device if device == "auto" else device, rank)
     dt = resolve_dtype(econf.dtype if dtype == "auto" else dtype, dev)
-    # Load on the CPU and move only the shard to the device.
-    if isinstance(model, dict):
+    if isinstance(model, dict):  # random weights: built whole on the CPU, then cut
         loaded = _random_model(model, dt, overrides)
-    else:
-        loaded = load_model(model, dtype=dt, device="cpu", **overrides)
-    shard = shard_model(loaded.model, rank, world, group=None)
+        shard = shard_model(loaded.model, rank, world)
+    else:  # only this rank's slices are read, straight onto its device
+        loaded = load_model(model, dtype=dt, device=dev, tensor_parallel=(rank, world), **overrides)
+        shard = loaded.model.tp_shard
     net = loaded.model.to(dev)
     cfg = local_config(loaded.config, shard)
     # Every rank must see the same number of KV pages (the scheduler on rank 0 hands them out).

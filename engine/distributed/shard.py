@@ -78,6 +78,36 @@ def local_config(cfg: ModelConfig, shard: Shard) -> ModelConfig:
                    num_kv_heads=shard.kv_heads[1] - shard.kv_heads[0])
 
 
+def checkpoint_slices(cfg: ModelConfig, shard: Shard):
+    """The loader's selector (`models.loader.Selector`) for this shard: which slice of each
+    checkpoint tensor the rank's parameters hold, so a rank reads about 1/N of the checkpoint."""
+    d = cfg.head_dim
+    q = slice(shard.q_heads[0] * d, shard.q_heads[1] * d)
+    kv = slice(shard.kv_heads[0] * d, shard.kv_heads[1] * d)
+    f, v = slice(*shard.ffn), slice(*shard.vocab)
+    every = slice(None)
+
+    def n(s: slice) -> int:
+        return s.stop - s.start
+
+    def select(pname: str, parts: list[tuple[str, int]]) -> list[tuple[str, tuple, int]]:
+        names = [c for c, _ in parts]
+        module = pname.split(".")[-2]
+        if module == "qkv_proj":
+            return [(names[0], (q,), n(q)), (names[1], (kv,), n(kv)), (names[2], (kv,), n(kv))]
+        if module == "gate_up_proj":
+            return [(names[0], (f,), n(f)), (names[1], (f,), n(f))]
+        if module == "o_proj":
+            return [(names[0], (every, q), cfg.hidden_size)]
+        if module == "down_proj":
+            return [(names[0], (every, f), cfg.hidden_size)]
+        if module in ("embed", "lm_head"):
+            return [(names[0], (v,), n(v))]
+        return [(names[0], (every,), cfg.hidden_size)]  # norms: whole
+
+    return select
+
+
 def _rows(t: torch.Tensor, first: int, end: int, unit: int) -> torch.Tensor:
     return t[first * unit : end * unit]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,9 +71,16 @@ def _shard_files(folder: Path) -> dict[str, Path]:
     return out
 
 
-def load_weights(model: BidirectionalLM, folder: Path) -> None:
+# A tensor-parallel rank reads only its part of each checkpoint tensor: select(param name, its
+# checkpoint parts) -> [(checkpoint name, index into that tensor, rows it gives)], concatenated
+# along dim 0 in that order.
+Selector = Callable[[str, list[tuple[str, int]]], list[tuple[str, tuple, int]]]
+
+
+def load_weights(model: BidirectionalLM, folder: Path, select: Selector | None = None) -> None:
     """Copy the checkpoint's tensors into the model; fused parameters (q/k/v, gate/up) are filled
-    part by part, so no concatenated copy is ever made."""
+    part by part, so no concatenated copy is ever made. With `select` (tensor parallelism), each
+    part is read as the slice `select` names (safetensors reads only that slice)."""
     cfg = model.cfg
     params = dict(model.named_parameters())
     parts = checkpoint_parts(cfg, list(params))
@@ -87,19 +95,25 @@ def load_weights(model: BidirectionalLM, folder: Path) -> None:
     if unexpected:
         raise CheckpointError(f"checkpoint {folder} has unexpected tensors: {unexpected[:8]}"
                               f"{' ...' if len(unexpected) > 8 else ''}")
-    # (file, checkpoint name) -> (parameter, first row, rows); rows -1 is the whole parameter.
-    by_file: dict[Path, list[tuple[str, str, int, int]]] = {}
+    # file -> [(checkpoint name, index (None: the whole tensor), parameter, first row, rows)]
+    by_file: dict[Path, list[tuple[str, tuple | None, str, int, int]]] = {}
     for pname, plist in parts.items():
+        rows_total = params[pname].shape[0]
+        pieces = [(c, None, rows_total if rows == -1 else rows) for c, rows in plist] if select is None \
+            else select(pname, plist)
         row = 0
-        for cname, rows in plist:
-            by_file.setdefault(where[cname], []).append((cname, pname, row, rows))
-            row += max(rows, 0)
+        for cname, index, rows in pieces:
+            by_file.setdefault(where[cname], []).append((cname, index, pname, row, rows))
+            row += rows
+        if row != rows_total:
+            raise CheckpointError(f"parameter {pname!r}: the checkpoint parts give {row} rows, "
+                                  f"config.json implies {rows_total}")
     with torch.no_grad():
         for f, items in by_file.items():
             with safe_open(str(f), framework="pt") as fh:
-                for cname, pname, row, rows in items:
-                    tensor = fh.get_tensor(cname)
-                    target = params[pname] if rows == -1 else params[pname][row : row + rows]
+                for cname, index, pname, row, rows in items:
+                    tensor = fh.get_tensor(cname) if index is None else fh.get_slice(cname)[index]
+                    target = params[pname][row : row + rows]
                     if tuple(tensor.shape) != tuple(target.shape):
                         raise CheckpointError(
                             f"tensor {cname!r} has shape {tuple(tensor.shape)}, "
@@ -117,8 +131,12 @@ def load_model(
     stop_token_ids: list[int] | None = None,
     think_end_text: str | None = None,
     load_tokenizer: bool = True,
+    tensor_parallel: tuple[int, int] | None = None,
 ) -> LoadedModel:
-    """Load model, tokenizer and frozen config from a checkpoint folder (built-in model when None)."""
+    """Load model, tokenizer and frozen config from a checkpoint folder (built-in model when None).
+
+    `tensor_parallel=(rank, world)`: only that rank's shard is built and read (engine/distributed);
+    `model.tp_shard` tells what it holds."""
     if path is None:
         from ..assets import builtin_model_path
 
@@ -133,8 +151,14 @@ def load_model(
     cfg = cfg.with_overrides(mask_token_id, stop_token_ids, think_end_text)
     with torch.device("meta"):
         model = BidirectionalLM(cfg)
+    select = None
+    if tensor_parallel is not None:
+        from ..distributed.shard import checkpoint_slices, shard_model
+
+        shard = shard_model(model, *tensor_parallel)  # on meta tensors: shapes only
+        select = checkpoint_slices(cfg, shard)
     model = model.to_empty(device=device).to(dtype)
-    load_weights(model, folder)
+    load_weights(model, folder, select)
     model.eval().requires_grad_(False)
     log.info("loaded %s model from %s (%s, %s)", cfg.family, folder, dtype, device)
     return LoadedModel(model, tokenizer, cfg)

@@ -206,3 +206,23 @@ def test_a_hung_worker_fails_the_step_after_the_collective_timeout(tmp_path, eve
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("family,world,vocab", [("llada", 2, 98), ("illada", 2, 98), ("dream", 2, 98),
+                                                ("illada", 4, 100)])
+def test_a_rank_reads_exactly_its_shard(tmp_path, monkeypatch, family, world, vocab):
+    """Loading with tensor_parallel=(rank, world) reads slices of the checkpoint tensors; they are
+    the whole model's parameters cut by shard_model, bit for bit."""
+    from diffuserve.engine.distributed.shard import shard_model
+
+    monkeypatch.setattr(checkpoint_factory, "VOCAB", vocab)
+    write_checkpoint(tmp_path, family, shards=2)
+    for rank in range(world):
+        whole = load_model(tmp_path, **OVERRIDES).model
+        shard_model(whole, rank, world)
+        part = load_model(tmp_path, tensor_parallel=(rank, world), **OVERRIDES).model
+        assert part.tp_shard == whole.tp_shard
+        got, want = dict(part.named_parameters()), dict(whole.named_parameters())
+        assert got.keys() == want.keys()
+        for name, tensor in want.items():
+            assert got[name].shape == tensor.shape and bool((got[name] == tensor).all()), (rank, name)
