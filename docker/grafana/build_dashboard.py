@@ -48,6 +48,14 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], int]] = [
         *quantiles("diffuserve_tokens_committed_per_step", (0.5, 0.9)),
     ], 8),
     ("Engine step duration", "s", quantiles("diffuserve_engine_step_duration_seconds"), 8),
+    # Parallel decoding at work (threshold / threshold_factor): the share of a sequence's steps
+    # that commit more than one token; 0 under the one-token-a-step schedule.
+    ("Steps committing > 1 token", "percentunit", [
+        (f"(sum(rate(diffuserve_tokens_committed_per_step_count{SEL}[$__rate_interval])) - "
+         f"sum(rate(diffuserve_tokens_committed_per_step_bucket{{model=~\"$model\", le=\"1.0\"}}"
+         f"[$__rate_interval]))) / clamp_min(sum(rate(diffuserve_tokens_committed_per_step_count{SEL}"
+         f"[$__rate_interval])), 1e-9)", "parallel share"),
+    ], 8),
     ("Denoising work", "ops", [
         (f"sum(rate(diffuserve_engine_steps_total{SEL}[$__rate_interval]))", "engine steps/s"),
         (f"sum(rate(diffuserve_denoising_steps_total{SEL}[$__rate_interval]))", "request denoising steps/s"),
