@@ -103,11 +103,25 @@ def parse_setting(text: str) -> dict[str, Any]:
             raise ValueError(f"bad setting {item!r}: expected field=value with a DiffusionParams field")
         if key == "cache_refresh":
             out[key] = parse_cache_refresh(value)
-        elif value.lower() in ("none", "null"):
-            out[key] = None
+        elif value.lower() in ("none", "null") and _optional(hints[key]) and value not in _literals(hints[key]):
+            out[key] = None  # e.g. steps=none; but cache=none is the literal "none"
         else:
             out[key] = _convert(value, hints[key])
     return out
+
+
+def _optional(hint) -> bool:
+    import typing
+
+    return type(None) in typing.get_args(hint)
+
+
+def _literals(hint) -> set:
+    import typing
+
+    if typing.get_origin(hint) is typing.Literal:
+        return set(typing.get_args(hint))
+    return {v for a in typing.get_args(hint) for v in _literals(a)}
 
 
 def _convert(value: str, hint) -> Any:
