@@ -103,7 +103,8 @@ def parse_setting(text: str) -> dict[str, Any]:
             raise ValueError(f"bad setting {item!r}: expected field=value with a DiffusionParams field")
         if key == "cache_refresh":
             out[key] = parse_cache_refresh(value)
-        elif value.lower() in ("none", "null") and _optional(hints[key]) and value not in _literals(hints[key]):
+        elif value.lower() in ("none", "null") and _optional(hints[key]) \
+                and value not in _literals(hints[key]):
             out[key] = None  # e.g. steps=none; but cache=none is the literal "none"
         else:
             out[key] = _convert(value, hints[key])
