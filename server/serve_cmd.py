@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,7 +109,28 @@ def run(args: argparse.Namespace) -> int:
     server = GracefulServer(config, app.state.server_state)
     log.info("serving %s on http://%s:%d", settings.served_model_name, args.host, args.port)
     server.run()
-    return 1 if server.failed else 0
+    status = 1 if server.failed else 0
+    exit_now_if_threads_linger(app.state.server_state, status)
+    return status
+
+
+def exit_now_if_threads_linger(state: ServerState, status: int) -> None:
+    """Exit at once, skipping the interpreter's teardown, while a daemon thread may still be in
+    torch (SIGTERM/SIGINT during the model load; an engine step stuck past the shutdown timeout).
+
+    In a normal exit the interpreter finalizes under that thread; when the thread comes back from
+    a torch op and asks for the GIL, Python ends it with pthread_exit, whose forced unwinding
+    through torch's C++ frames calls std::terminate: the process aborts ("terminate called
+    without an active exception", exit status 134) instead of ending with `status`."""
+    lingering = state.lingering_threads()
+    if not lingering:
+        return
+    log.info("exiting while %s still runs", ", ".join(t.name for t in lingering))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 class GracefulServer(uvicorn.Server):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,11 @@ class ServerSettings:
     default_cache_refresh: int | str | None = None  # for requests without cache_refresh; None: the engine's
 
 
+# Fault injection for tests: the load thread first runs torch ops for this many seconds, so a
+# signal can be sent while it is inside torch (where an interpreter teardown used to abort).
+SLOW_LOAD_ENV = "DIFFUSERVE_INJECT_SLOW_LOAD_S"
+
+
 class ServerState:
     """Phase machine: loading -> ready -> shutting down. The engine loads in a daemon thread so
     /health answers at once, /ready says 503 until the model is up, and SIGTERM never waits on a load."""
@@ -39,12 +46,19 @@ class ServerState:
         self.engine: Any = None  # AsyncEngine once loaded and started
         self.load_error: str | None = None
         self.shutting_down = False
+        self._load_thread: threading.Thread | None = None
         self._shutdown_task: asyncio.Task | None = None
         self.on_fatal: Callable[[str], None] | None = None  # serve_cmd stops the process on a failed load
 
     @property
     def ready(self) -> bool:
         return self.engine is not None and not self.shutting_down and bool(self.engine.is_ready)
+
+    def lingering_threads(self) -> list[threading.Thread]:
+        """Threads that may still run torch code (the model load, an engine loop stuck past the
+        shutdown timeout): the interpreter must not tear down under them (serve_cmd.run)."""
+        threads = [self._load_thread, getattr(self.engine, "thread", None)]
+        return [t for t in threads if t is not None and t.is_alive()]
 
     def model_limits(self) -> dict[str, int] | None:
         """The served model's bounds for the OpenAPI document; None until it is loaded."""
@@ -62,13 +76,15 @@ class ServerState:
 
         def build() -> None:
             try:
+                _slow_load_for_tests()
                 engine = self._factory()
             except BaseException as e:  # noqa: BLE001 - reported to the loop, not lost in a thread
                 loop.call_soon_threadsafe(_settle, done, None, e)
             else:
                 loop.call_soon_threadsafe(_settle, done, engine, None)
 
-        threading.Thread(target=build, name="diffuserve-load", daemon=True).start()
+        self._load_thread = threading.Thread(target=build, name="diffuserve-load", daemon=True)
+        self._load_thread.start()
         try:
             engine = await done
             if self.shutting_down:
@@ -97,6 +113,19 @@ class ServerState:
         log.info("shutting down the engine (in-flight requests get %.0f s)", self.shutdown_timeout_s)
         await self.engine.shutdown(timeout_s=self.shutdown_timeout_s)
         log.info("engine stopped")
+
+
+def _slow_load_for_tests() -> None:
+    seconds = float(os.environ.get(SLOW_LOAD_ENV) or 0)
+    if seconds <= 0:
+        return
+    import torch
+
+    log.warning("%s=%s: busy in torch before the load", SLOW_LOAD_ENV, seconds)
+    a = torch.randn(128, 128)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        a = torch.tanh(a @ a)  # each op leaves and re-takes the GIL from C++
 
 
 def _settle(fut: asyncio.Future, value: Any, error: BaseException | None) -> None:

@@ -89,14 +89,14 @@ def metric(samples: dict, name: str, **labels: str) -> float:
 
 
 def start_server(tmp_path: Path, *args: str, api_key: str | None = None, wait_ready: bool = True,
-                 name: str = "server") -> ServerProcess:
+                 name: str = "server", env: dict[str, str] | None = None) -> ServerProcess:
     port = free_port()
     log_path = tmp_path / f"{name}-{port}.log"
     cmd = [sys.executable, "-m", "diffuserve.server.cli", "serve", "--port", str(port), *model_args(),
            "--kv-cache-memory", "64MiB", *args]
     if api_key:
         cmd += ["--api-key", api_key]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     log_file = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(proc, port, log_path, api_key)
