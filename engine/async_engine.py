@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -29,6 +30,9 @@ from .scoring import ScoreJob, ScoreParams
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.05
+# Fault injection for tests: the engine loop raises (outside any request's step) once it has
+# run this many steps, as a bug in the loop itself would.
+FAULT_ENV = "DIFFUSERVE_INJECT_ENGINE_LOOP_FAULT_AFTER_STEPS"
 
 
 class AsyncEngine:
@@ -47,6 +51,12 @@ class AsyncEngine:
         self._stats = engine.stats()  # published by the engine thread (see _publish)
         self._accepting = False
         self._thread: threading.Thread | None = None
+        # Called (from the engine thread) with a message if the loop dies; the server stops on it.
+        self.on_fatal: Callable[[str], None] | None = None
+        self.fatal_error: str | None = None
+        fault = os.environ.get(FAULT_ENV)
+        self._fault_after_steps = int(fault) if fault else None
+        self._steps_run = 0
 
     @classmethod
     def from_pretrained(cls, model: str | None = None, engine_config: EngineConfig | None = None,
@@ -64,7 +74,12 @@ class AsyncEngine:
 
     @property
     def is_ready(self) -> bool:
-        return self._accepting and self._thread is not None and self._thread.is_alive()
+        return (self._accepting and self.fatal_error is None and self._thread is not None
+                and self._thread.is_alive())
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
 
     async def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop accepting, let in-flight requests finish up to timeout_s, abort the rest, join."""
@@ -154,10 +169,34 @@ class AsyncEngine:
 
     # ---- the engine thread --------------------------------------------------------------------
     def _run_loop(self) -> None:
+        try:
+            self._loop_until_stopped()
+        except BaseException as exc:  # noqa: BLE001 - a bug in the loop itself: never die silently
+            self._die(f"{type(exc).__name__}: {exc}")
+
+    def _die(self, message: str) -> None:
+        """End every stream with an error (the LLMEngine's state is not trusted any more, so only
+        the sinks are used), refuse new requests, and tell the server."""
+        log.exception("the engine loop died: %s", message)
+        self.fatal_error = message
+        self._accepting = False
+        with self._lock:
+            rids = list(self._sinks)
+        for rid in rids:
+            self._deliver(BlockOutput(rid, [], "", finished=True, finish_reason="error",
+                                      error=f"the engine loop died: {message}"))
+        if self.on_fatal is not None:
+            try:
+                self.on_fatal(message)
+            except Exception:  # the loop may be closing already
+                log.exception("reporting the engine's death failed")
+
+    def _loop_until_stopped(self) -> None:
         with torch.inference_mode():
             while not self._stop.is_set():
                 outputs, added = self._drain_inbox()
                 if self.engine.has_unfinished():
+                    self._maybe_inject_fault()
                     try:
                         outputs += self.engine.step()
                     except Exception as exc:  # a scheduler bug: fail the requests in flight, keep serving
@@ -173,6 +212,11 @@ class AsyncEngine:
             outputs, added = self._drain_inbox()
             outputs += [self.engine.abort(rid) for rid in list(self.engine.seqs)]
             self._publish(outputs, added)
+
+    def _maybe_inject_fault(self) -> None:
+        self._steps_run += 1
+        if self._fault_after_steps is not None and self._steps_run > self._fault_after_steps:
+            raise RuntimeError(f"injected engine loop fault ({FAULT_ENV}={self._fault_after_steps})")
 
     def _drain_inbox(self) -> tuple[list[BlockOutput], int]:
         """Apply queued adds and aborts; (outputs to deliver, adds taken from the inbox)."""

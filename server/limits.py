@@ -56,6 +56,9 @@ def check_admission(state: ServerState, settings: ServerSettings, num_requests: 
     retry = {"Retry-After": str(settings.retry_after_s)}
     if state.shutting_down:
         raise APIError(503, "the server is shutting down", code="server_shutting_down", headers=retry)
+    if state.engine_error:
+        raise APIError(503, f"the engine failed and the server is stopping: {state.engine_error}",
+                       code="engine_dead", headers=retry)
     if not state.ready:
         why = f"loading the model failed: {state.load_error}" if state.load_error else "the model is loading"
         raise APIError(503, f"not ready: {why}", code="model_not_ready", headers=retry)

@@ -34,17 +34,22 @@ class ServerSettings:
 # Fault injection for tests: the load thread first runs torch ops for this many seconds, so a
 # signal can be sent while it is inside torch (where an interpreter teardown used to abort).
 SLOW_LOAD_ENV = "DIFFUSERVE_INJECT_SLOW_LOAD_S"
+# After the engine thread dies, the server answers /health and /ready with 503 this long (so
+# probes and in-flight clients see why) before it stops with exit status 1.
+ENGINE_DEATH_EXIT_DELAY_S = 2.0
 
 
 class ServerState:
-    """Phase machine: loading -> ready -> shutting down. The engine loads in a daemon thread so
-    /health answers at once, /ready says 503 until the model is up, and SIGTERM never waits on a load."""
+    """Phase machine: loading -> ready -> shutting down (or failed). The engine loads in a daemon
+    thread so /health answers at once, /ready says 503 until the model is up, and SIGTERM never
+    waits on a load. A failed load or a dead engine thread is fatal: `on_fatal` stops the process."""
 
     def __init__(self, engine_factory: Callable[[], Any], shutdown_timeout_s: float = 30.0):
         self._factory = engine_factory
         self.shutdown_timeout_s = shutdown_timeout_s
         self.engine: Any = None  # AsyncEngine once loaded and started
         self.load_error: str | None = None
+        self.engine_error: str | None = None  # the engine thread died: the process is stopping
         self.shutting_down = False
         self._load_thread: threading.Thread | None = None
         self._shutdown_task: asyncio.Task | None = None
@@ -52,7 +57,8 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and not self.shutting_down and bool(self.engine.is_ready)
+        return (self.engine is not None and not self.shutting_down and self.engine_error is None
+                and bool(self.engine.is_ready))
 
     def lingering_threads(self) -> list[threading.Thread]:
         """Threads that may still run torch code (the model load, an engine loop stuck past the
@@ -90,6 +96,7 @@ class ServerState:
             if self.shutting_down:
                 return
             on_loaded(engine)
+            engine.on_fatal = lambda message: loop.call_soon_threadsafe(self._engine_died, message)
             await engine.start()
             self.engine = engine
             log.info("engine ready")
@@ -100,6 +107,15 @@ class ServerState:
             log.exception("loading the model failed")
             if self.on_fatal is not None:
                 self.on_fatal(self.load_error)
+
+    def _engine_died(self, message: str) -> None:
+        """On the event loop: the engine thread ended with an exception (its streams got the error)."""
+        self.engine_error = message
+        log.error("the engine thread died (%s); stopping in %.0f s", message, ENGINE_DEATH_EXIT_DELAY_S)
+        if self.on_fatal is not None:
+            on_fatal = self.on_fatal
+            asyncio.get_running_loop().call_later(ENGINE_DEATH_EXIT_DELAY_S, on_fatal,
+                                                  f"the engine thread died: {message}")
 
     def begin_shutdown(self) -> asyncio.Task | None:
         """Refuse new requests (503), let in-flight ones finish up to the timeout, abort the rest.

@@ -54,9 +54,13 @@ async def models(raw_request: Request) -> ModelList:
 
 
 @router.get("/health", responses={503: ERRORS[503]})
-async def health() -> dict:
-    """Liveness: the process answers. Open without an API key."""
-    return {"status": "ok"}
+async def health(raw_request: Request) -> JSONResponse:
+    """Liveness: the process answers and its engine thread has not died (503 then: the process is
+    about to exit non-zero). Open without an API key."""
+    state = raw_request.app.state.server_state
+    if state.engine_error:
+        return _unavailable(raw_request, f"the engine thread died: {state.engine_error}", "engine_dead")
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/ready", responses={503: ERRORS[503]})
@@ -65,15 +69,20 @@ async def ready(raw_request: Request) -> JSONResponse:
     state = raw_request.app.state.server_state
     if state.ready:
         return JSONResponse({"status": "ready", "model": raw_request.app.state.settings.served_model_name})
-    if state.shutting_down:
+    if state.engine_error:
+        why, code = f"the engine thread died: {state.engine_error}", "engine_dead"
+    elif state.shutting_down:
         why, code = "the server is shutting down", "server_shutting_down"
     elif state.load_error:
         why, code = f"loading the model failed: {state.load_error}", "model_load_failed"
     else:
         why, code = "the model is loading", "model_not_ready"
+    return _unavailable(raw_request, f"not ready: {why}", code)
+
+
+def _unavailable(raw_request: Request, message: str, code: str) -> JSONResponse:
     retry = str(raw_request.app.state.settings.retry_after_s)
-    body = {"error": {"message": f"not ready: {why}", "type": "service_unavailable", "param": None,
-                      "code": code}}
+    body = {"error": {"message": message, "type": "service_unavailable", "param": None, "code": code}}
     return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
 
 

@@ -104,3 +104,44 @@ def test_request_larger_than_the_kv_pool_is_rejected():
         eng.add_request("z", [], PARAMS)
     with pytest.raises(ValueError, match="already running"):
         eng.add_request("y", prompts((5,))[0], PARAMS)
+
+
+def test_a_dying_engine_loop_ends_every_stream_with_an_error(monkeypatch):
+    """An exception outside any request's step (here: the loop's stats snapshot) kills the loop:
+    every stream ends with an error, new requests are refused, and the server is told."""
+    import asyncio
+
+    from diffuserve.engine.async_engine import AsyncEngine
+    from diffuserve.engine.llm_engine import LLMEngine
+
+    model, cfg = tiny_model("illada", seed=4)
+    eng = AsyncEngine(engine(model, cfg.with_overrides(stop_token_ids=[])))
+    told: list[str] = []
+    eng.on_fatal = told.append
+    long = PARAMS.replace(max_tokens=256)
+    real_stats = LLMEngine.stats
+
+    def stats_that_breaks(self):
+        if self.num_forwards >= 3:
+            raise RuntimeError("loop bug")
+        return real_stats(self)
+
+    async def main():
+        await eng.start()
+        streams = [eng.generate(f"r{i}", p, long) for i, p in enumerate(prompts((6, 9), seed=4))]
+        monkeypatch.setattr(LLMEngine, "stats", stats_that_breaks)
+        async def drain(stream):
+            return [o async for o in stream]
+
+        outs = await asyncio.wait_for(asyncio.gather(*(drain(s) for s in streams)), 30)
+        assert not eng.is_ready
+        with pytest.raises(RuntimeError, match="not running"):
+            eng.generate("late", [5, 6], PARAMS)
+        await eng.shutdown(timeout_s=1)
+        return outs
+
+    results = asyncio.run(main())
+    for outs in results:
+        assert outs[-1].finished and outs[-1].finish_reason == "error"
+        assert "engine loop died" in outs[-1].error and "loop bug" in outs[-1].error
+    assert told and "loop bug" in told[0] and eng.fatal_error == told[0]
