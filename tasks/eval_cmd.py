@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", action="append", default=None,
                         help="decoding setting as field=value pairs (repeatable; default: the defaults)")
     parser.add_argument("--json", default=None, help="write summaries and replies to this file")
+    parser.add_argument("--curve", default=None, metavar="RUN_DIR",
+                        help="training curve: evaluate every <RUN_DIR>/snapshots/step_* and the final "
+                             "<RUN_DIR>/checkpoint (first --setting), print accuracy against steps")
+    parser.add_argument("--plot", default=None, help="with --curve: PNG of accuracy against training steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (offline)")
     add_engine_args(parser)
     add_model_args(parser)
@@ -45,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     problems = suite_problems(tasks, args.per_task, args.seed)
+    if args.curve:
+        return training_curve(args, problems, settings[0])
     reports = []
     if args.base_url:
         for s in settings:
@@ -70,4 +76,49 @@ def run(args: argparse.Namespace) -> int:
              "correct": x.correct, "tokens": x.tokens, "steps": x.steps, "finish_reason": x.finish_reason}
             for x in r.replies]} for r in reports]
         Path(args.json).write_text(json.dumps(data, indent=1))
+    return 0
+
+
+def training_curve(args: argparse.Namespace, problems, setting) -> int:
+    """Accuracy of each kept snapshot of a training run, in step order."""
+    import torch
+
+    from ..engine.cli_args import engine_config_from_args
+    from ..engine.llm_engine import LLMEngine
+    from .evaluate import evaluate_offline
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_dir = Path(args.curve)
+    meta = json.loads((run_dir / "checkpoint" / "training_meta.json").read_text())
+    points = [(int(p.name.split("_")[1]), p) for p in sorted((run_dir / "snapshots").glob("step_*"))]
+    points.append((int(meta["train_config"]["steps"]), run_dir / "checkpoint"))
+    rows = []
+    for step, folder in points:
+        engine = LLMEngine.from_pretrained(str(folder), engine_config_from_args(args))
+        report = evaluate_offline(engine, problems, setting, args.concurrency)
+        rows.append((step, report))
+        print(f"step {step}: {report.summary()['accuracy']}", file=sys.stderr, flush=True)
+    tasks = rows[0][1].tasks
+    print("| step | " + " | ".join(tasks) + " | mean |")
+    print("|---|" + "---|" * (len(tasks) + 1))
+    for step, r in rows:
+        print(f"| {step} | " + " | ".join(f"{100 * r.accuracy(t):.1f}" for t in tasks)
+              + f" | {100 * r.mean_accuracy:.1f} |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for t in tasks:
+            ax.plot([s for s, _ in rows], [100 * r.accuracy(t) for _, r in rows], marker="o", label=t)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out accuracy (%)")
+        ax.set_title("built-in model: task accuracy against training steps")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
     return 0
