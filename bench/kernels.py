@@ -102,6 +102,7 @@ def _row_fns(args, logits, opts, device) -> dict[str, Callable[[], object]]:
 
 
 def _select_fns(args, conf, n_seqs, device) -> dict[str, Callable[[], object]]:
+    from diffuserve.kernels import CommitPlan
     from diffuserve.kernels.torch_kernels import select_commit_torch
 
     rows = conf.numel()
@@ -111,7 +112,7 @@ def _select_fns(args, conf, n_seqs, device) -> dict[str, Callable[[], object]]:
     tokens = torch.arange(rows, dtype=torch.long, device=device)
     canvas = torch.zeros(rows, dtype=torch.long, device=device)
     index = torch.arange(rows, dtype=torch.long, device=device)
-    sel_args = (conf, offsets, k, thr, tokens, canvas, index)
+    sel_args = (conf, tokens, CommitPlan(offsets, k, thr, canvas, index))
     fns: dict[str, Callable[[], object]] = {"eager": lambda: select_commit_torch(*sel_args)}
     if "triton" in args.backends and device.type == "cuda":
         from diffuserve.kernels.triton_select import select_commit_triton

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import RowOptions, row_pass, select_commit
+from ..kernels import CommitPlan, RowOptions, row_pass, select_commit
 from .device import to_device
 from .model_config import ModelConfig
 from .sequence import Sequence, StepPlan
@@ -19,17 +19,11 @@ from .sequence import Sequence, StepPlan
 
 @dataclass(frozen=True)
 class StepRows:
-    """One step's kernel inputs: the row options of every masked row, and per sequence the
-    selection inputs and the canvas the commits are written into."""
+    """One step's kernel inputs: the options of every masked row (`row_pass`), and per sequence
+    the commit rule and the canvas the commits are written into (`select_commit`)."""
 
     options: RowOptions
-    canvas: torch.Tensor  # (L,) int64: the current blocks of all sequences, concatenated
-    canvas_index: torch.Tensor  # (R,) int64: each row's position in `canvas`
-    offsets: torch.Tensor  # (B + 1,) int64: rows of sequence b are offsets[b]:offsets[b+1]
-    k: torch.Tensor  # (B,) int64: tokens to commit (schedule policy)
-    threshold: torch.Tensor  # (B,) float32: confidence threshold, -1 = none
-    factor: torch.Tensor  # (B,) float32: Fast-dLLM factor rule (threshold_factor), -1 = none
-    max_commits: torch.Tensor  # (B,) int64: cap on commits a step (max_commits_per_step)
+    plan: CommitPlan  # threshold: -1 = none; factor (threshold_factor): -1 = none
 
 
 class Denoiser:
@@ -89,13 +83,13 @@ class Denoiser:
             conf_block_ids=self.conf_block_ids, conf_block_row=to_device(conf_block, torch.bool, dev),
             random_conf=to_device(random_conf, torch.bool, dev),
         )  # fmt: skip
-        return StepRows(
-            options, canvas=to_device(canvas, torch.long, dev),
-            canvas_index=to_device(canvas_index, torch.long, dev),
+        plan = CommitPlan(
             offsets=to_device(offsets, torch.long, dev), k=to_device(ks, torch.long, dev),
-            threshold=to_device(thresholds, torch.float32, dev),
+            threshold=to_device(thresholds, torch.float32, dev), canvas=to_device(canvas, torch.long, dev),
+            canvas_index=to_device(canvas_index, torch.long, dev),
             factor=to_device(factors, torch.float32, dev), max_commits=to_device(caps, torch.long, dev),
         )  # fmt: skip
+        return StepRows(options, plan)
 
     def commit(self, logits: torch.Tensor, rows: StepRows) -> tuple[torch.Tensor, torch.Tensor]:
         """logits `(R, V)` for the rows of `prepare`. Returns (canvas `(L,)` with this step's
@@ -103,10 +97,9 @@ class Denoiser:
         # The mask token is never a candidate: committing it would leave the position masked forever.
         logits[:, self.mask_id] = float("-inf")
         tokens, conf = row_pass(logits, rows.options)
-        select_commit(conf, rows.offsets, rows.k, rows.threshold, tokens, rows.canvas, rows.canvas_index,
-                      factor=rows.factor, max_commits=rows.max_commits)
+        select_commit(conf, tokens, rows.plan)
         # A NaN hidden state makes its whole logit row NaN: column 0 tells, without a pass over V.
         # Such a request fails alone (see LLMEngine.step).
         row_bad = torch.isnan(conf) | torch.isnan(logits[:, 0])
-        return rows.canvas, row_bad
+        return rows.plan.canvas, row_bad
 

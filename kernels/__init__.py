@@ -15,10 +15,11 @@ import os
 import torch
 
 from .checks import KernelArgError, check_out, check_row_pass, check_select
-from .row_options import RowOptions
+from .row_options import CommitPlan, RowOptions
 from .torch_kernels import row_pass_torch, select_commit_torch, softmax_at
 
 __all__ = [
+    "CommitPlan",
     "KernelArgError",
     "RowOptions",
     "backend_for",
@@ -76,16 +77,9 @@ def row_pass(
 
 def select_commit(
     confidence: torch.Tensor,
-    offsets: torch.Tensor,
-    k: torch.Tensor,
-    threshold: torch.Tensor,
     tokens: torch.Tensor,
-    canvas: torch.Tensor,
-    canvas_index: torch.Tensor,
+    plan: CommitPlan,
     out_committed: torch.Tensor | None = None,
-    *,
-    factor: torch.Tensor | None = None,
-    max_commits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Committed mask `(R,)` bool; commits the chosen rows' tokens into `canvas` in place.
 
@@ -93,12 +87,10 @@ def select_commit(
     `max_commits`; always at least one row of a sequence that has rows. See
     `torch_kernels.select_commit_torch` for the exact semantics.
     """
-    args = (confidence, offsets, k, threshold, tokens, canvas, canvas_index)
-    check_select(*args, factor, max_commits)
+    check_select(confidence, tokens, plan)
     check_out("out_committed", out_committed, torch.bool, confidence.shape[0], confidence.device)
     if backend_for(confidence.device) == "triton":
         from .triton_select import select_commit_triton
 
-        return select_commit_triton(*args, out_committed=out_committed, factor=factor,
-                                    max_commits=max_commits)
-    return select_commit_torch(*args, out_committed=out_committed, factor=factor, max_commits=max_commits)
+        return select_commit_triton(confidence, tokens, plan, out_committed)
+    return select_commit_torch(confidence, tokens, plan, out_committed)

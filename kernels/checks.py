@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .row_options import RowOptions
+from .row_options import CommitPlan, RowOptions
 
 LOGIT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -75,16 +75,13 @@ def check_out(
 
 
 def check_select(
-    confidence: torch.Tensor,
-    offsets: torch.Tensor,
-    k: torch.Tensor,
-    threshold: torch.Tensor,
-    tokens: torch.Tensor,
-    canvas: torch.Tensor,
-    canvas_index: torch.Tensor,
-    factor: torch.Tensor | None = None,
-    max_commits: torch.Tensor | None = None,
-) -> None:
+    confidence: torch.Tensor, tokens: torch.Tensor, plan: CommitPlan) -> None:
+    """Checks the selection pass arguments: confidences and candidates per row, and the plan."""
+    if not isinstance(plan, CommitPlan):
+        raise KernelArgError(f"the commit plan must be a CommitPlan, got {type(plan).__name__}")
+    offsets, k, threshold, canvas, canvas_index = (plan.offsets, plan.k, plan.threshold, plan.canvas,
+                                                   plan.canvas_index)
+    factor, max_commits = plan.factor, plan.max_commits
     if not isinstance(confidence, torch.Tensor):
         raise KernelArgError(f"confidence must be a torch.Tensor, got {type(confidence).__name__}")
     dev = confidence.device

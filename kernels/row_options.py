@@ -1,5 +1,9 @@
-"""`RowOptions`: the per-row options of the row pass, one frozen object from `Denoiser.prepare`
-down to the kernels (the dispatcher, the PyTorch path and the Triton launcher all take it)."""
+"""The kernels' inputs, each one frozen object from `Denoiser.prepare` down to the kernels (the
+dispatcher, the PyTorch path and the Triton launchers all take them as they are):
+
+- `RowOptions`: the per-row options of the row pass;
+- `CommitPlan`: per sequence, which of its rows the selection pass commits, and where to.
+"""
 
 from __future__ import annotations
 
@@ -38,3 +42,19 @@ class RowOptions:
 
     def to(self, device: torch.device | str) -> RowOptions:
         return RowOptions(*(t.to(device) for t in self.tensors()))
+
+
+@dataclass(frozen=True)
+class CommitPlan:
+    """What `select_commit` needs besides the rows' candidates and confidences. Rows of sequence b
+    are offsets[b]:offsets[b+1]; per sequence, the first rule that applies: `threshold` >= 0, else
+    `factor` > 0, else the top `k`; then at most `max_commits`. Committed tokens are written into
+    `canvas` (the one tensor a kernel writes, in place) at `canvas_index`."""
+
+    offsets: torch.Tensor  # (B + 1,) int64, non-decreasing, offsets[0] = 0, offsets[B] = R
+    k: torch.Tensor  # (B,) int64: rows to commit under the schedule
+    threshold: torch.Tensor  # (B,) float32: confidence threshold, < 0 = none
+    canvas: torch.Tensor  # (L,) int64: the current blocks of all sequences, concatenated
+    canvas_index: torch.Tensor  # (R,) int64: each row's position in `canvas`
+    factor: torch.Tensor | None = None  # (B,) float32: Fast-dLLM's factor rule, <= 0 = none
+    max_commits: torch.Tensor | None = None  # (B,) int64: cap on rows committed per step

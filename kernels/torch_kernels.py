@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .noise import gumbel_rows, remask_scores_rows
-from .row_options import RowOptions
+from .row_options import CommitPlan, RowOptions
 
 # Rows are processed in chunks of about this many logits, so the float32 copy and the int64
 # noise temporaries stay bounded (a 1024 x 155136 batch would otherwise need several GB), and on
@@ -101,16 +101,9 @@ def row_pass_torch(
 
 def select_commit_torch(
     confidence: torch.Tensor,
-    offsets: torch.Tensor,
-    k: torch.Tensor,
-    threshold: torch.Tensor,
     tokens: torch.Tensor,
-    canvas: torch.Tensor,
-    canvas_index: torch.Tensor,
+    plan: CommitPlan,
     out_committed: torch.Tensor | None = None,
-    *,
-    factor: torch.Tensor | None = None,
-    max_commits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Committed mask `(R,)` bool; writes tokens[i] to canvas[canvas_index[i]] for committed rows.
 
@@ -120,8 +113,11 @@ def select_commit_torch(
     and every row of rank r (the n = r + 1 best) with (n + 1) * (1 - confidence) < factor[b],
     which holds for a prefix of the ranks since confidence falls as the rank grows; otherwise
     commit the k[b] best ranks. Then at most max(max_commits[b], 1) rows (the best ranks) stay
-    committed. factor / max_commits None: no factor rule / no cap.
+    committed. factor / max_commits None: no factor rule / no cap. (Names as in `CommitPlan`.)
     """
+    offsets, k, threshold, canvas, canvas_index = (plan.offsets, plan.k, plan.threshold, plan.canvas,
+                                                   plan.canvas_index)
+    factor, max_commits = plan.factor, plan.max_commits
     n_rows = confidence.numel()
     device = confidence.device
     committed = (

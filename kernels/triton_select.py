@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from .checks import KernelArgError, check_out, check_select
+from .row_options import CommitPlan
 from .triton_row import _INTERPRET
 
 BLOCK = 32  # rows per tile (a block of 32 masks is one tile)
@@ -54,23 +55,19 @@ def _select_kernel(
 
 def select_commit_triton(
     confidence: torch.Tensor,
-    offsets: torch.Tensor,
-    k: torch.Tensor,
-    threshold: torch.Tensor,
     tokens: torch.Tensor,
-    canvas: torch.Tensor,
-    canvas_index: torch.Tensor,
+    plan: CommitPlan,
     out_committed: torch.Tensor | None = None,
-    *,
-    factor: torch.Tensor | None = None,
-    max_commits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triton version of `torch_kernels.select_commit_torch` (same arguments, same results).
 
     offsets must be non-decreasing with offsets[0] = 0 and offsets[-1] = rows, and canvas_index
     must point inside the canvas: not checked here, since checking would sync with the GPU.
     """
-    check_select(confidence, offsets, k, threshold, tokens, canvas, canvas_index, factor, max_commits)
+    check_select(confidence, tokens, plan)
+    offsets, k, threshold, canvas, canvas_index = (plan.offsets, plan.k, plan.threshold, plan.canvas,
+                                                   plan.canvas_index)
+    factor, max_commits = plan.factor, plan.max_commits
     n_rows = confidence.shape[0]
     dev = confidence.device
     check_out("out_committed", out_committed, torch.bool, n_rows, dev)

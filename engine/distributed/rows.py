@@ -13,23 +13,12 @@ is the single-process row pass of `kernels.torch_kernels.row_chunk`, applied to 
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.distributed as dist
 
 from ...kernels import select_commit
 from ...kernels.noise import remask_scores_rows, uniform_rows
 from ..denoise import Denoiser, StepRows
-
-# StepRows fields the row pass itself reads; any other field is a selection option that
-# `select_commit` takes by the same name (so a new commit rule reaches this path too, or fails
-# loudly with a TypeError, never silently ignored).
-_ROW_PASS_FIELDS = {"options", "canvas", "canvas_index", "offsets", "k", "threshold"}
-
-
-def _selection_options(rows: StepRows) -> dict:
-    return {f.name: getattr(rows, f.name) for f in dataclasses.fields(rows) if f.name not in _ROW_PASS_FIELDS}
 
 
 class VocabParallelDenoiser(Denoiser):
@@ -80,8 +69,7 @@ class VocabParallelDenoiser(Denoiser):
         if opts.conf_block_ids.numel():
             blocked = (cand[:, None] == opts.conf_block_ids[None, :]).any(dim=1) & opts.conf_block_row
             conf = torch.where(blocked, float("-inf"), conf)
-        select_commit(conf, rows.offsets, rows.k, rows.threshold, cand, rows.canvas, rows.canvas_index,
-                      **_selection_options(rows))
+        select_commit(conf, cand, rows.plan)
         # A NaN logit anywhere in the row makes the all-reduced row maximum NaN.
         row_bad = torch.isnan(conf) | torch.isnan(row_max)
-        return rows.canvas, row_bad
+        return rows.plan.canvas, row_bad

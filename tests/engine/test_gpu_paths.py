@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 from diffuserve.engine.params import DiffusionParams
-from diffuserve.kernels import RowOptions, row_pass_torch, select_commit_torch
+from diffuserve.kernels import CommitPlan, RowOptions, row_pass_torch, select_commit_torch
 from engine_cases import engine, prompts, tiny_model
 
 pytestmark = [
@@ -52,10 +52,10 @@ def test_triton_select_on_cuda_matches_reference():
     canvas = torch.full((40,), 5)
     index = torch.arange(40)
     want = canvas.clone()
-    want_mask = select_commit_torch(conf, offsets, k, thr, tokens, want, index)
+    want_mask = select_commit_torch(conf, tokens, CommitPlan(offsets, k, thr, want, index))
     got = canvas.cuda()
-    mask = select_commit_triton(conf.cuda(), offsets.cuda(), k.cuda(), thr.cuda(), tokens.cuda(), got,
-                                index.cuda())
+    mask = select_commit_triton(conf.cuda(), tokens.cuda(), CommitPlan(offsets.cuda(), k.cuda(), thr.cuda(),
+                                                                       got, index.cuda()))
     assert torch.equal(mask.cpu(), want_mask) and torch.equal(got.cpu(), want)
 
 

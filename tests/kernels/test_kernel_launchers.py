@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.kernels import KernelArgError, RowOptions, backend_for, row_pass, select_commit
+from diffuserve.kernels import CommitPlan, KernelArgError, RowOptions, backend_for, row_pass, select_commit
 from diffuserve.kernels.triton_row import row_pass_triton
 from diffuserve.kernels.triton_select import select_commit_triton
 from kernel_cases import make_rows
@@ -65,8 +65,9 @@ def _select_args():
 def test_select_argument_errors(fn, name, value, message):
     args = _select_args()
     args[name] = value
+    confidence, tokens = args.pop("confidence"), args.pop("tokens")
     with pytest.raises(KernelArgError, match=message):
-        fn(**args)
+        fn(confidence, tokens, CommitPlan(**args))
 
 
 def test_backend_choice(monkeypatch):

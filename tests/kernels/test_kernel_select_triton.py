@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffuserve.kernels import CommitPlan
 from diffuserve.kernels.torch_kernels import select_commit_torch
 from diffuserve.kernels.triton_select import BLOCK, select_commit_triton
 
@@ -24,9 +25,10 @@ def _case(lengths: list[int], gen_seed: int, ties: bool = False):
 
 def _run_both(conf, offsets, k, thr, tokens, canvas, canvas_index):
     canvas_ref = canvas.clone()
-    ref = select_commit_torch(conf, offsets, k, thr, tokens, canvas_ref, canvas_index)
+    ref = select_commit_torch(conf, tokens, CommitPlan(offsets, k, thr, canvas_ref, canvas_index))
     out = torch.ones(conf.numel(), dtype=torch.bool)  # poisoned: every row "committed"
-    got = select_commit_triton(conf, offsets, k, thr, tokens, canvas, canvas_index, out_committed=out)
+    got = select_commit_triton(conf, tokens, CommitPlan(offsets, k, thr, canvas,
+                                                        canvas_index), out_committed=out)
     assert got.data_ptr() == out.data_ptr()
     assert torch.equal(got, ref)
     assert torch.equal(canvas, canvas_ref)
@@ -78,5 +80,5 @@ def test_empty_inputs():
     empty_f, empty_i = torch.empty(0), torch.empty(0, dtype=torch.long)
     canvas = torch.zeros(3, dtype=torch.long)
     offsets, k, thr = torch.tensor([0, 0]), torch.tensor([2]), torch.tensor([-1.0])
-    got = select_commit_triton(empty_f, offsets, k, thr, empty_i, canvas, empty_i)
+    got = select_commit_triton(empty_f, empty_i, CommitPlan(offsets, k, thr, canvas, empty_i))
     assert got.shape == (0,) and not canvas.any()

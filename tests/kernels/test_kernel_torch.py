@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffuserve.kernels import RowOptions, noise, row_pass, select_commit
+from diffuserve.kernels import CommitPlan, RowOptions, noise, row_pass, select_commit
 from diffuserve.kernels.torch_kernels import row_pass_torch, select_commit_torch
 from kernel_cases import make_rows, take_rows
 
@@ -101,7 +101,7 @@ def test_select_commit_torch_matches_naive():
     tokens = torch.randint(0, 1000, (n,), generator=g)
     canvas = torch.full((100,), -7, dtype=torch.long)
     index = torch.randperm(100, generator=g)[:n]
-    committed = select_commit_torch(conf, offsets, k, thr, tokens, canvas, index)
+    committed = select_commit_torch(conf, tokens, CommitPlan(offsets, k, thr, canvas, index))
     assert torch.equal(committed, _naive_select(conf, offsets, k, thr))
     expect = torch.full((100,), -7, dtype=torch.long)
     expect[index[committed]] = tokens[committed]
@@ -116,7 +116,6 @@ def test_public_api_dispatches_to_torch_on_cpu(monkeypatch):
     assert torch.equal(tok, tok2) and torch.equal(conf, conf2)
     canvas = torch.zeros(3, dtype=torch.long)
     offsets = torch.tensor([0, 3])
-    committed = select_commit(
-        conf, offsets, torch.tensor([1]), torch.tensor([-1.0]), tok, canvas, torch.arange(3)
-    )
+    committed = select_commit(conf, tok, CommitPlan(offsets, torch.tensor([1]), torch.tensor([-1.0]), canvas,
+                                                    torch.arange(3)))
     assert int(committed.sum()) == 1 and int(canvas[int(conf.argmax())]) == int(tok[int(conf.argmax())])

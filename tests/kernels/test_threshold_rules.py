@@ -11,7 +11,7 @@ from diffuserve.engine.denoise import Denoiser
 from diffuserve.engine.model_config import ModelConfig
 from diffuserve.engine.oracle import pick_commits
 from diffuserve.engine.params import DiffusionParams, ParamError
-from diffuserve.kernels import select_commit
+from diffuserve.kernels import CommitPlan, select_commit
 from diffuserve.kernels.torch_kernels import select_commit_torch
 from diffuserve.kernels.triton_select import select_commit_triton
 
@@ -58,7 +58,8 @@ def test_every_rule_commits_at_least_one_and_never_a_mask(gen_seed, ties):
     lengths = [1, 7, 32, 0, 3, 40, 16, 2]
     conf, offsets, tokens, canvas, index = _case(lengths, gen_seed, ties)
     k, thr, factor, cap = _rules(len(lengths), gen_seed)
-    committed = select_commit(conf, offsets, k, thr, tokens, canvas, index, factor=factor, max_commits=cap)
+    committed = select_commit(conf, tokens, CommitPlan(offsets, k, thr, canvas, index, factor=factor,
+                                                       max_commits=cap))
     for b, n in enumerate(lengths):
         rows = slice(int(offsets[b]), int(offsets[b + 1]))
         got = int(committed[rows].sum())
@@ -75,9 +76,10 @@ def test_factor_rule_commits_the_defined_count_of_best_rows(factor):
     lengths = [32, 8, 1, 17]
     conf, offsets, tokens, canvas, index = _case(lengths, gen_seed=11)
     n = len(lengths)
-    committed = select_commit_torch(
-        conf, offsets, torch.ones(n, dtype=torch.long), torch.full((n,), -1.0), tokens, canvas, index,
-        factor=torch.full((n,), factor), max_commits=torch.full((n,), 1000))
+    committed = select_commit_torch(conf, tokens, CommitPlan(offsets, torch.ones(n, dtype=torch.long),
+                                                             torch.full((n,), -1.0), canvas, index,
+                                                             factor=torch.full((n,), factor),
+                                                             max_commits=torch.full((n,), 1000)))
     counts = []
     for b in range(n):
         lo, hi = int(offsets[b]), int(offsets[b + 1])
@@ -97,14 +99,16 @@ def test_factor_rule_examples():
     conf = torch.tensor([0.7, 0.99, 0.8, 0.95])
     for factor, want in ((0.01, 1), (0.12, 1), (0.2, 2), (0.7, 2), (0.9, 3), (2.0, 4)):
         canvas = torch.full((4,), MASK)
-        select_commit_torch(conf, torch.tensor([0, 4]), torch.tensor([1]), torch.tensor([-1.0]),
-                            torch.arange(4), canvas, torch.arange(4), factor=torch.tensor([factor]))
+        select_commit_torch(conf, torch.arange(4), CommitPlan(torch.tensor([0, 4]), torch.tensor([1]),
+                                                              torch.tensor([-1.0]), canvas, torch.arange(4),
+                                                              factor=torch.tensor([factor])))
         assert int((canvas != MASK).sum()) == want, factor
     # the cap keeps the best rows
     canvas = torch.full((4,), MASK)
-    select_commit_torch(conf, torch.tensor([0, 4]), torch.tensor([1]), torch.tensor([-1.0]),
-                        torch.arange(4), canvas, torch.arange(4), factor=torch.tensor([2.0]),
-                        max_commits=torch.tensor([2]))
+    select_commit_torch(conf, torch.arange(4), CommitPlan(torch.tensor([0, 4]), torch.tensor([1]),
+                                                          torch.tensor([-1.0]), canvas, torch.arange(4),
+                                                          factor=torch.tensor([2.0]),
+                                                          max_commits=torch.tensor([2])))
     assert canvas.tolist() == [MASK, 1, MASK, 3]
 
 
@@ -114,9 +118,10 @@ def test_triton_matches_torch_for_factor_and_cap(ties):
     conf, offsets, tokens, canvas, index = _case(lengths, gen_seed=3, ties=ties)
     k, thr, factor, cap = _rules(len(lengths), gen_seed=3)
     canvas_ref = canvas.clone()
-    ref = select_commit_torch(conf, offsets, k, thr, tokens, canvas_ref, index, factor=factor,
-                              max_commits=cap)
-    got = select_commit_triton(conf, offsets, k, thr, tokens, canvas, index, factor=factor, max_commits=cap)
+    ref = select_commit_torch(conf, tokens, CommitPlan(offsets, k, thr, canvas_ref, index, factor=factor,
+                                                       max_commits=cap))
+    got = select_commit_triton(conf, tokens, CommitPlan(offsets, k, thr, canvas, index, factor=factor,
+                                                        max_commits=cap))
     assert torch.equal(got, ref) and torch.equal(canvas, canvas_ref)
 
 
@@ -126,10 +131,10 @@ def test_oracle_picks_the_rows_the_kernel_commits(gen_seed):
     masked = torch.ones(24, dtype=torch.bool)
     for thr, factor, cap in ((0.9, None, None), (None, 1.5, None), (0.5, None, 3), (None, 3.0, 2)):
         c = canvas.clone()
-        committed = select_commit_torch(
-            conf, offsets, torch.tensor([1]), torch.tensor([-1.0 if thr is None else thr]), tokens, c,
-            index, factor=torch.tensor([-1.0 if factor is None else factor]),
-            max_commits=torch.tensor([cap or 24]))
+        plan = CommitPlan(offsets, torch.tensor([1]), torch.tensor([-1.0 if thr is None else thr]), c, index,
+                          factor=torch.tensor([-1.0 if factor is None else factor]),
+                          max_commits=torch.tensor([cap or 24]))
+        committed = select_commit_torch(conf, tokens, plan)
         picked = sorted(pick_commits(conf, masked, None, thr, factor, cap))
         assert picked == committed.nonzero()[:, 0].tolist()
 
