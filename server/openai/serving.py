@@ -1,7 +1,7 @@
 """What chat and completions share: admission, parameters, and running choices on the engine.
 
 One HTTP request becomes one engine request per choice (prompts x n). Each choice runs in
-its own task (`ChoiceRun.run`) that drains the engine's BlockOutput stream; the handler
+its own task (`OpenAIServing._drive`) that drains the engine's BlockOutput stream; the handler
 either collects them (non-streaming, racing a disconnect watcher) or turns them into SSE
 chunks. Whatever way a handler ends, unfinished choices are cancelled, which aborts them
 in the engine and frees their KV pages at the next step.
