@@ -16,7 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from diffuserve.engine.models.bidir_llama import BidirectionalLM, Block, apply_rope
+from diffuserve.engine.models.bidir_llama import BidirectionalLM, Block, apply_rope, rope_cos_sin
 from diffuserve.engine.models.loader import load_model
 
 # (name, batch, tokens per sequence): an exact-mode step over whole sequences, and the query
@@ -70,6 +70,13 @@ def _time(model: BidirectionalLM, ids: torch.Tensor) -> tuple[float, float, torc
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
+def _report(name: str, wall: dict, cpu: dict, diff: float) -> None:
+    uw, fw = (statistics.median(wall[k]) * 1e3 for k in ("unfused", "fused"))
+    uc, fc = (statistics.median(cpu[k]) * 1e3 for k in ("unfused", "fused"))
+    print(f"{name:>20} | {uw:>10.1f} | {fw:>8.1f} | {fw / uw:>5.3f} | {uc:>14.1f} | {fc:>12.1f} | "
+          f"{fc / uc:>5.3f} | {diff:.2e}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="checkpoint folder (default: the built-in model)")
@@ -96,10 +103,27 @@ def main(argv: list[str] | None = None) -> int:
                     ref = out
                 else:
                     diff = (out - ref).abs().max().item()
-        uw, fw = (statistics.median(wall[k]) * 1e3 for k in ("unfused", "fused"))
-        uc, fc = (statistics.median(cpu[k]) * 1e3 for k in ("unfused", "fused"))
-        print(f"{name:>20} | {uw:>10.1f} | {fw:>8.1f} | {fw / uw:>5.3f} | {uc:>14.1f} | {fc:>12.1f} | "
-              f"{fc / uc:>5.3f} | {diff:.2e}")
+        _report(name, wall, cpu, diff)
+    # One layer without attention (`attend` hands q back): the projections, RoPE, the SwiGLU and
+    # the residual path alone, where fusion acts, on the exact step's 2304 tokens.
+    n = SHAPES[0][1] * SHAPES[0][2]
+    x = torch.randn(n, fused.cfg.hidden_size, generator=g)
+    cos, sin = rope_cos_sin(torch.arange(n) % 288, fused.cfg.head_dim, fused.cfg.rope_theta, x.dtype)
+    layers = {"unfused": unfused.layers[0].forward, "fused": fused.layers[0].forward}
+    wall, cpu = {"fused": [], "unfused": []}, {"fused": [], "unfused": []}
+    with torch.inference_mode():
+        for _ in range(args.rounds + 1):
+            for label, fn in layers.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = fn(x, cos, sin, 0, lambda _i, q, k, v: q)
+                wall[label].append(time.perf_counter() - t0)
+                cpu[label].append(time.process_time() - c0)
+                if label == "unfused":
+                    ref = out
+                else:
+                    diff = (out - ref).abs().max().item()
+    drop_warmup = {k: v[1:] for k, v in wall.items()}, {k: v[1:] for k, v in cpu.items()}
+    _report(f"layer, no attn {n}", *drop_warmup, diff)
     return 0
 
 
