@@ -41,11 +41,12 @@ class Outcome:
     server_exit: int
 
 
-def schemathesis_command(base_url: str, max_examples: int, seed: int | None, phases: str) -> list[str]:
+def schemathesis_command(base_url: str, max_examples: int, seed: int | None, phases: str,
+                         workers: int = 1) -> list[str]:
     st = Path(sys.executable).with_name("st")
     cmd = [str(st), "run", f"{base_url}/openapi.json", "--checks", "all", "--max-examples",
            str(max_examples), "--phases", phases, "--request-timeout", "60", "--output-sanitize", "false",
-           "--no-color"]
+           "--no-color", "--workers", str(workers)]
     for path in EXCLUDED:
         cmd += ["--exclude-path", path]
     if seed is not None:
@@ -54,15 +55,15 @@ def schemathesis_command(base_url: str, max_examples: int, seed: int | None, pha
 
 
 def run(workdir: Path, max_examples: int, seed: int | None = None, phases: str = "coverage,fuzzing",
-        server_args: tuple[str, ...] = ()) -> Outcome:
+        server_args: tuple[str, ...] = (), workers: int = 1) -> Outcome:
     model = write_tiny_chat_checkpoint(workdir / "tiny-chat")
     server = start_server(workdir, "--model", str(model), *server_args, name="schemathesis")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
            "SCHEMATHESIS_HOOKS": "schemathesis_hooks"}
     started = time.monotonic()
     try:
-        proc = subprocess.run(schemathesis_command(server.base_url, max_examples, seed, phases),
-                              capture_output=True, text=True, env=env, cwd=workdir, timeout=3600)
+        proc = subprocess.run(schemathesis_command(server.base_url, max_examples, seed, phases, workers),
+                              capture_output=True, text=True, env=env, cwd=workdir)
     finally:
         server_exit = server.stop()
     output = proc.stdout + proc.stderr
@@ -86,9 +87,10 @@ def main() -> int:
     ap.add_argument("--max-examples", type=int, default=1000, help="per API operation and phase")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--phases", default="coverage,fuzzing")
+    ap.add_argument("--workers", type=int, default=4, help="concurrent schemathesis workers")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="diffuserve-schemathesis-") as tmp:
-        out = run(Path(tmp), args.max_examples, args.seed, args.phases)
+        out = run(Path(tmp), args.max_examples, args.seed, args.phases, workers=args.workers)
     print(out.output)
     for path, why in EXCLUDED.items():
         print(f"excluded {path}: {why}")
