@@ -152,7 +152,8 @@ def test_settings_are_parsed_by_request_field_types():
     from diffuserve.tasks.evaluate import parse_setting
 
     s = parse_setting("threshold=0.9, block_length=16,cache=none,cache_refresh=auto,steps=none")
-    assert s == {"threshold": 0.9, "block_length": 16, "cache": "none", "cache_refresh": "auto", "steps": None}
+    assert s == {"threshold": 0.9, "block_length": 16, "cache": "none", "cache_refresh": "auto",
+                 "steps": None}
     assert parse_setting("cache_refresh=2,temperature=0")["cache_refresh"] == 2
     assert parse_setting("") == {}
     with pytest.raises(ValueError, match="bad setting"):
