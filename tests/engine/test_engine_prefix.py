@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from diffuserve.engine.oracle import generate_variable
 from diffuserve.engine.params import DiffusionParams
@@ -11,6 +13,8 @@ from engine_cases import engine, prompts, tiny_model
 @pytest.mark.parametrize("family", ["illada", "dream"])
 def test_seeded_request_same_alone_and_under_load(family):
     model, cfg = tiny_model(family, seed=11)
+    # No stop ids: the sampled answer must span several blocks whatever the random weights say.
+    cfg = dataclasses.replace(cfg, stop_token_ids=())
     mine = prompts((13,), seed=2)[0]
     params = DiffusionParams(max_tokens=24, block_length=8, steps=4, temperature=0.9, seed=42)
     alone = engine(model, cfg).generate([mine], params)[0]
