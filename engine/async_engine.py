@@ -23,7 +23,7 @@ import torch
 
 from .engine_config import EngineConfig
 from .llm_engine import CheckedRequest, LLMEngine
-from .outputs import BlockOutput, EngineStats, StepStats
+from .outputs import BlockOutput, EngineFatalError, EngineStats, StepStats
 from .params import DiffusionParams
 from .scoring import ScoreJob, ScoreParams
 
@@ -38,6 +38,8 @@ FAULT_ENV = "DIFFUSERVE_INJECT_ENGINE_LOOP_FAULT_AFTER_STEPS"
 class AsyncEngine:
     def __init__(self, engine: LLMEngine):
         self.engine = engine
+        if hasattr(engine.runner, "on_lost"):  # tensor parallel: a lost worker is the engine's death
+            engine.runner.on_lost = self._die
         self.model_config = engine.cfg
         self.tokenizer = engine.tokenizer
         self.engine_config = engine.econf
@@ -177,6 +179,8 @@ class AsyncEngine:
     def _die(self, message: str) -> None:
         """End every stream with an error (the LLMEngine's state is not trusted any more, so only
         the sinks are used), refuse new requests, and tell the server."""
+        if self.fatal_error is not None:  # already dead (e.g. a lost worker, then its failed step)
+            return
         log.exception("the engine loop died: %s", message)
         self.fatal_error = message
         self._accepting = False
@@ -199,6 +203,8 @@ class AsyncEngine:
                     self._maybe_inject_fault()
                     try:
                         outputs += self.engine.step()
+                    except EngineFatalError:
+                        raise  # -> _die: the server turns unhealthy and exits
                     except Exception as exc:  # a scheduler bug: fail the requests in flight, keep serving
                         log.exception("engine step failed")
                         failed = [self.engine.abort(rid) for rid in list(self.engine.seqs)]

@@ -11,6 +11,12 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length", "abort", "error"]
 
 
+class EngineFatalError(RuntimeError):
+    """The engine cannot step any more (e.g. a tensor-parallel worker is gone). Unlike a request's
+    error it is not isolated per request: it escapes the step, so the serving loop dies loudly
+    (every stream ends with an error, /health and /ready turn 503, the process exits non-zero)."""
+
+
 @dataclass
 class BlockOutput:
     request_id: str

@@ -30,6 +30,7 @@ import torch.multiprocessing as mp
 from ..engine_config import EngineConfig, resolve_device, resolve_dtype
 from ..kv_cache import kv_pool_pages
 from ..model_config import ModelConfig
+from ..outputs import EngineFatalError
 from .rows import VocabParallelDenoiser
 from .shard import check_split, local_config, shard_model
 
@@ -42,8 +43,8 @@ EXIT_DELAY_S = 3.0
 WATCH_PERIOD_S = 0.5
 
 
-class WorkerLost(RuntimeError):
-    pass
+class WorkerLost(EngineFatalError):
+    """A worker died or hangs: no later step can run (see EngineFatalError)."""
 
 
 def _free_port() -> int:
@@ -169,6 +170,9 @@ class BroadcastRunner:
         self.exit_on_loss = exit_on_loss
         self.lost: str | None = None
         self.closing = False
+        # Told at once when a worker is lost, even while rank 0 is blocked in a collective that
+        # has not timed out yet: the AsyncEngine ends its streams and the server turns 503.
+        self.on_lost = None
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str):  # model, backend, denoiser... of the wrapped runner
@@ -193,6 +197,8 @@ class BroadcastRunner:
                 return
             self.lost = message
         log.error("%s: failing requests and stopping", message)
+        if self.on_lost is not None:
+            self.on_lost(message)
         if self.exit_on_loss:
             threading.Thread(target=_exit_soon, name="diffuserve-tp-exit", daemon=True).start()
 

@@ -91,12 +91,13 @@ def _answers(server: Server) -> list[str]:
 
 @pytest.mark.slow
 def test_two_ranks_over_http_answer_as_one_process_and_a_dead_worker_stops_the_server():
-    single = Server()
+    # EOS as the only stop id and ignore_eos in BODY: answers run to max_tokens whatever the model.
+    single = Server("--stop-token-ids", "1")
     try:
         want = _answers(single)
     finally:
         single.stop()
-    tp = Server("--tensor-parallel-size", "2")
+    tp = Server("--stop-token-ids", "1", "--tensor-parallel-size", "2")
     try:
         assert _answers(tp) == want
         (worker,) = tp.workers()
@@ -114,12 +115,20 @@ def test_two_ranks_over_http_answer_as_one_process_and_a_dead_worker_stops_the_s
         time.sleep(3)
         os.kill(worker, 9)
         t0 = time.monotonic()
+        health = []  # /health while the server fails: 503 before it exits (the engine-death path)
+        while tp.proc.poll() is None and time.monotonic() - t0 < 60:
+            try:
+                health.append(httpx.get(tp.url + "/health", timeout=1).status_code)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
         code = tp.proc.wait(timeout=60)
         exited_after = time.monotonic() - t0
         thread.join(timeout=30)
         assert code != 0, tp.output()
         assert exited_after < 30
         assert "tensor parallel worker 1 exited" in tp.output()
+        assert 503 in health, health
         # the request did not end as a success: an error answer, or a connection cut at exit
         assert "error" in result or result["response"].status_code >= 500 or \
             result["response"].json()["choices"][0]["finish_reason"] == "error", result
