@@ -17,7 +17,8 @@ from diffuserve.server.app import create_app
 from diffuserve.server.state import ServerSettings
 from server_helpers import error_shape, free_port, parse_events, sse_events
 
-POISON = 777  # a prompt holding this token id fails inside the engine step (fault injected below)
+# Inside the built-in vocabulary (320 ids); a prompt holding it fails inside the step (injected below).
+POISON = 300
 MESSAGES = [{"role": "user", "content": "def f():"}]
 
 
