@@ -110,16 +110,7 @@ class AsyncEngine:
         # bad request fails before anything is queued (the server answers 400 at once); that is
         # safe because RequestLimits holds only data fixed at construction, never the engine's
         # live state. The engine thread then queues the CheckedRequest without checking again.
-        checked = self.limits.check(prompt_ids, params)
-        with self._lock:
-            if request_id in self._sinks:
-                raise ValueError(f"request id {request_id!r} is already running")
-            q: asyncio.Queue = asyncio.Queue()
-            self._sinks[request_id] = (asyncio.get_running_loop(), q)
-            self._pending_adds += 1
-        self._inbox.put(("add", request_id, checked, time.monotonic()))
-        self._wake.set()
-        return self._stream(request_id, q)
+        return self._enqueue(request_id, self.limits.check(prompt_ids, params))
 
     async def _stream(self, request_id: str, q: asyncio.Queue) -> AsyncIterator[BlockOutput]:
         finished = False
@@ -144,14 +135,17 @@ class AsyncEngine:
         if not self.is_ready:
             raise RuntimeError("the engine is not running (call start(), or it is shutting down)")
         params.validate(self.model_config, prompt_ids, candidate_ids)  # immutable config: any thread
+        return self._enqueue(request_id, ScoreJob(list(prompt_ids), list(candidate_ids), params))
+
+    def _enqueue(self, request_id: str, work) -> AsyncIterator[BlockOutput]:
+        """Open the request's sink and hand `work` (a CheckedRequest or ScoreJob) to the engine thread."""
         with self._lock:
             if request_id in self._sinks:
                 raise ValueError(f"request id {request_id!r} is already running")
             q: asyncio.Queue = asyncio.Queue()
             self._sinks[request_id] = (asyncio.get_running_loop(), q)
             self._pending_adds += 1
-        job = ScoreJob(list(prompt_ids), list(candidate_ids), params)
-        self._inbox.put(("add", request_id, job, time.monotonic()))
+        self._inbox.put(("add", request_id, work, time.monotonic()))
         self._wake.set()
         return self._stream(request_id, q)
 
