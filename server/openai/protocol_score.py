@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from diffuserve.engine.scoring import MAX_MC_SAMPLES
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
 
 from .protocol import ChatMessage
 
@@ -29,7 +29,7 @@ class ScoreRequest(BaseModel):
         None, min_length=1, description="chat prompt: rendered by the chat template with the "
         "generation prompt added")
     chat_template_kwargs: dict[str, Any] | None = None
-    candidates: list[StrictStr] = Field(
+    candidates: list[Annotated[StrictStr, StringConstraints(min_length=1)]] = Field(
         ..., min_length=1, max_length=MAX_CANDIDATES,
         description="continuations to score, tokenized without special tokens")
     method: Literal["confidence", "likelihood"] = Field(
