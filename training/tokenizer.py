@@ -92,22 +92,6 @@ def load_hf_tokenizer(folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def format_sft_example(hf_tokenizer: Any, prompt: str, response: str, block_length: int = 32) -> list[int]:
-    """Token ids of one SFT example, exactly as the server will see it at inference.
-
-    The prompt goes through the chat template with the generation prompt, and the
-    response is tokenized on its own and appended: tokenizing the rendered string
-    as a whole would merge the header's "\n\n" with the body's indentation into
-    tokens the model never sees at inference. Then `<|eot_id|>` (what the template
-    puts after a message) and EOS up to the next multiple of `block_length`
-    answer tokens (at least one): in variable-length generation the rest of the
-    last block has to be filled too, and EOS there is what ends the answer.
-    """
-    answer = hf_tokenizer.encode(response, add_special_tokens=False) + [EOT_ID]
-    n_eos = (-len(answer)) % block_length if block_length > 0 else 1
-    return chat_prompt_ids(hf_tokenizer, prompt) + answer + [EOS_ID] * max(1, n_eos)
-
-
 def chat_prompt_ids(hf_tokenizer: Any, prompt: str) -> list[int]:
     """What the server sends for a one-message chat: the same template, with the generation prompt."""
     messages = [{"role": "user", "content": prompt}]
