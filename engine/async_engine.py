@@ -23,7 +23,7 @@ import torch
 
 from .engine_config import EngineConfig
 from .llm_engine import CheckedRequest, LLMEngine
-from .outputs import BlockOutput, EngineFatalError, EngineStats, StepStats
+from .outputs import BlockOutput, EngineStats, StepStats
 from .params import DiffusionParams
 from .scoring import ScoreJob, ScoreParams
 
@@ -197,8 +197,6 @@ class AsyncEngine:
                     self._maybe_inject_fault()
                     try:
                         outputs += self.engine.step()
-                    except EngineFatalError:
-                        raise  # -> _die: the server turns unhealthy and exits
                     except Exception as exc:  # a scheduler bug: fail the requests in flight, keep serving
                         log.exception("engine step failed")
                         failed = [self.engine.abort(rid) for rid in list(self.engine.seqs)]

@@ -15,7 +15,7 @@ from .decoding import think_token_ids
 from .engine_config import EngineConfig, resolve_device, resolve_dtype
 from .kv_cache import KVCache, kv_pool_pages, pages_for
 from .model_config import ModelConfig
-from .outputs import BlockOutput, EngineFatalError, EngineStats, StepStats
+from .outputs import BlockOutput, EngineStats, StepStats
 from .params import DiffusionParams, ParamError
 from .runner import ModelRunner, StepResult
 from .scheduler import Scheduler
@@ -209,8 +209,6 @@ class LLMEngine:
         """Run the batch; if it raises, rerun each request alone so only the culprits fail."""
         try:
             return self.runner.run(batch)
-        except EngineFatalError:
-            raise  # no request can run: not one request's fault, so nothing to isolate
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("request %s failed in the step", batch[0][0].request_id)

@@ -12,9 +12,9 @@ FinishReason = Literal["stop", "length", "abort", "error"]
 
 
 class EngineFatalError(RuntimeError):
-    """The engine cannot step any more (e.g. a tensor-parallel worker is gone). Unlike a request's
-    error it is not isolated per request: it escapes the step, so the serving loop dies loudly
-    (every stream ends with an error, /health and /ready turn 503, the process exits non-zero)."""
+    """The engine cannot step any more (e.g. a tensor-parallel worker is gone). The step's
+    requests fail like any failed step; the runner also tells the AsyncEngine at once (its
+    `on_lost` hook), which ends every stream with an error and makes the server unhealthy."""
 
 
 @dataclass

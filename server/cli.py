@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 COMMANDS = {
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if chosen == "serve":
+        # Until serve installs its own handlers, Ctrl-C ends the process like SIGTERM does (the
+        # default action) instead of raising KeyboardInterrupt, which an import inside torch can
+        # swallow, leaving a server that starts anyway and never exits.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     module = importlib.import_module(COMMANDS[chosen])
     sub.choices[chosen] = cmd_parser = argparse.ArgumentParser(
         prog=f"diffuserve {chosen}", description=module.HELP

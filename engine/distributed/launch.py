@@ -186,7 +186,7 @@ class BroadcastRunner:
             return self.inner.run(batch)
         except Exception as exc:
             if is_collective_failure(exc):
-                self.fail(dead_workers(self.procs) or f"tensor parallel collective failed: {exc}")
+                self.fail(wait_dead_workers(self.procs) or f"tensor parallel collective failed: {exc}")
                 raise WorkerLost(self.lost) from exc
             raise
 
@@ -214,6 +214,15 @@ class BroadcastRunner:
             if p.is_alive():
                 p.kill()
         dist.destroy_process_group()
+
+
+def wait_dead_workers(procs: list, timeout_s: float = 2.0) -> str:
+    """`dead_workers`, after giving a peer that broke the collective a moment to be reaped: the
+    message should name the worker that died, not just the collective that noticed."""
+    deadline = time.monotonic() + timeout_s
+    while not (message := dead_workers(procs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return message
 
 
 def dead_workers(procs: list) -> str:
