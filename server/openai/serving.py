@@ -182,7 +182,8 @@ class OpenAIServing:
         self.metrics.on_finished(last, status, time.monotonic() - run.arrival)
 
     async def collect(self, raw_request: Request, runs: list[ChoiceRun]) -> list[ChoiceRun] | None:
-        """Run all choices to the end; None if the client disconnected first (choices aborted)."""
+        """Run all choices to the end; None if the client disconnected first (choices aborted).
+        An engine failure of any choice is raised as its APIError (the whole request fails)."""
         tasks = self._start(runs, lambda run, out: None)
         everything = asyncio.gather(*tasks)
         watcher = asyncio.ensure_future(_wait_disconnect(raw_request))
@@ -195,6 +196,9 @@ class OpenAIServing:
         if not everything.done() or everything.cancelled():
             return None
         everything.result()
+        failure = engine_failure(runs)
+        if failure is not None:
+            raise failure
         return runs
 
     async def stream_outputs(self, runs: list[ChoiceRun]) -> AsyncIterator[tuple[ChoiceRun, BlockOutput]]:

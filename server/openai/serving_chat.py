@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..errors import APIError
 from .protocol import ChatCompletionRequest, ChatCompletionResponse, ChatMessage
-from .serving import CLIENT_CLOSED, OpenAIServing, engine_failure, new_request_id
+from .serving import CLIENT_CLOSED, OpenAIServing, new_request_id
 from .sse import SSEResponse
 from .streaming import CHAT_FORMAT, sse_stream, usage_and_diffusion
 
@@ -56,9 +56,6 @@ class OpenAIServingChat(OpenAIServing):
         done = await self.collect(raw_request, runs)
         if done is None:
             return Response(status_code=CLIENT_CLOSED)  # nobody is listening; keeps logs honest
-        failure = engine_failure(done)
-        if failure is not None:
-            raise failure
         body = ChatCompletionResponse(
             id=request_id,
             model=model,

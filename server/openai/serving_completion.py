@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ..errors import APIError
 from .protocol import CompletionRequest, CompletionResponse
-from .serving import CLIENT_CLOSED, OpenAIServing, engine_failure, new_request_id
+from .serving import CLIENT_CLOSED, OpenAIServing, new_request_id
 from .sse import SSEResponse
 from .streaming import COMPLETION_FORMAT, sse_stream, usage_and_diffusion
 
@@ -60,9 +60,6 @@ class OpenAIServingCompletion(OpenAIServing):
         done = await self.collect(raw_request, runs)
         if done is None:
             return Response(status_code=CLIENT_CLOSED)
-        failure = engine_failure(done)
-        if failure is not None:
-            raise failure
         body = CompletionResponse(
             id=request_id,
             model=model,

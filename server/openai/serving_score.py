@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from ..errors import APIError
 from ..limits import check_admission
 from .protocol_score import ScoreRequest, ScoreResponse
-from .serving import CLIENT_CLOSED, ChoiceRun, OpenAIServing, _aclose, engine_failure, new_request_id
+from .serving import CLIENT_CLOSED, ChoiceRun, OpenAIServing, _aclose, new_request_id
 from .serving_chat import message_text
 
 
@@ -73,9 +73,6 @@ class OpenAIServingScore(OpenAIServing):
         done = await self.collect(raw_request, runs)
         if done is None:
             return Response(status_code=CLIENT_CLOSED)
-        failure = engine_failure(done)
-        if failure is not None:
-            raise failure
         results = [r.last.score for r in done]
         scores = [{"index": r.index, "score": s.score, "num_tokens": s.num_tokens, "greedy": s.greedy,
                    "score_stderr": s.stderr} for r, s in zip(done, results, strict=True)]
