@@ -81,6 +81,12 @@ BOUNDS: dict[str, Range] = {
     "think_power": Range(0.0, 16.0, low_open=True),
     "cache_refresh": Range(0, 1_000_000),
 }
+# The parallel-decoding rule a server applies to requests that choose none (`serve --threshold`):
+# the fastest setting within 1 point of exact mode's mean accuracy on the built-in model's task
+# suite (BENCHMARKS.md, "Server defaults"). A request keeps its own schedule when it sets any of
+# RULE_FIELDS, and asking for exact mode (cache "none") keeps the reference sampler's schedule.
+SERVED_THRESHOLD = 0.9
+RULE_FIELDS = ("threshold", "threshold_factor", "steps")
 MAX_STOP_STRINGS = 16
 MAX_STOP_TOKEN_IDS = 64
 CANVASES = ("variable", "fixed")
@@ -250,6 +256,24 @@ def parse_cache_refresh(text: str) -> int | str:
     value = int(text)
     if value < 0:
         raise ValueError(f"cache_refresh must be 'auto' or a block count >= 0, got {text!r}")
+    return value
+
+
+def with_served_rule(fields: dict[str, Any], threshold: float | None) -> dict[str, Any]:
+    """`fields` (a request's diffusion fields) with the server's default threshold added when the
+    request chose no decoding rule of its own (see SERVED_THRESHOLD); None: no default rule."""
+    if threshold is None or fields.get("cache") == "none" or any(k in fields for k in RULE_FIELDS):
+        return fields
+    return {**fields, "threshold": threshold}
+
+
+def parse_threshold(text: str) -> float | None:
+    """A threshold in (0, 1] or 'none', from a command-line flag (ValueError otherwise)."""
+    if text.strip().lower() == "none":
+        return None
+    value = float(text)
+    if value not in BOUNDS["threshold"]:
+        raise ValueError(f"threshold must be in {BOUNDS['threshold'].text()} or 'none', got {text!r}")
     return value
 
 

@@ -42,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cache_refresh of requests that leave it out: 'auto' (the default: refresh once "
                    "the denoising work since the last refresh reaches its cost), N (every N finished "
                    "blocks) or 0 (never: faster, further from exact)")
+    from diffuserve.engine.params import SERVED_THRESHOLD
+
+    p.add_argument("--threshold", type=threshold_default, default=SERVED_THRESHOLD, metavar="T|none",
+                   help="parallel decoding for requests that set none of threshold, threshold_factor, "
+                   f"steps and do not ask for exact mode (cache 'none'): commit every token with "
+                   f"confidence >= T (default {SERVED_THRESHOLD}, the fastest setting within 1 point of "
+                   "exact mode's accuracy, see BENCHMARKS.md); 'none': one token a step")
     # Engine and model flags come from the config dataclasses: their defaults cannot drift.
     from diffuserve.engine.cli_args import add_engine_args, add_model_args
 
@@ -89,6 +96,13 @@ def cache_refresh_default(text: str | None) -> int | str | None:
         raise SystemExit(f"--cache-refresh must be 'auto' or a block count >= 0, got {text!r}") from None
 
 
+def threshold_default(text: str) -> float | None:
+    """--threshold: a confidence in (0, 1], or 'none' (argparse turns ValueError into a usage error)."""
+    from diffuserve.engine.params import parse_threshold
+
+    return parse_threshold(text)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         served_model_name=served_name(args),
@@ -98,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         shutdown_timeout_s=args.shutdown_timeout,
         default_cache_refresh=cache_refresh_default(args.cache_refresh),
+        default_threshold=args.threshold,
     )
     app = create_app(make_engine_factory(args), settings)
     config = uvicorn.Config(

@@ -29,6 +29,9 @@ class ServerSettings:
     default_completion_max_tokens: int = 16  # OpenAI's documented default for /v1/completions
     max_prompts_times_n: int = 64  # /v1/completions: len(prompt list) * n
     default_cache_refresh: int | str | None = None  # for requests without cache_refresh; None: the engine's
+    # Parallel decoding for requests that choose no rule (engine/params.py, with_served_rule);
+    # None: one token a step. `serve --threshold` sets it; the CLI default is SERVED_THRESHOLD.
+    default_threshold: float | None = None
 
 
 # Fault injection for tests: the load thread first runs torch ops for this many seconds, so a

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=s.num_heads)
     parser.add_argument("--kv-heads", type=int, default=s.num_kv_heads)
     parser.add_argument("--intermediate-size", type=int, default=s.intermediate_size)
+    parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                        help="continue from this checkpoint folder (weights, config, tokenizer; the "
+                        "shape flags are ignored) instead of a fresh model: a second training phase")
     parser.add_argument("--snapshot-every", type=int, default=d.snapshot_every)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--install", action="store_true",
@@ -51,6 +54,7 @@ def build_config(args: argparse.Namespace):
         seq_len=args.seq_len, threads=args.threads, steps=args.steps, lr=args.lr,
         examples=args.examples, prompt_visible_prob=args.prompt_visible_prob,
         warmup_steps=max(1, min(d.warmup_steps, args.steps // 10)), snapshot_every=args.snapshot_every,
+        init_from=args.init_from,
     )
 
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from ..engine.model_config import ModelConfig
 from ..engine.models.bidir_llama import BidirectionalLM
+from ..engine.models.loader import load_model, read_config
 from .corpus import DEFAULT_MIX, ChatFrame, build_stream, sample_windows, training_problems
-from .export import ModelShape, count_parameters, hf_config, init_weights, save_checkpoint
+from .export import TOKENIZER_FILES, ModelShape, count_parameters, hf_config, init_weights, save_checkpoint
 from .objective import diffusion_loss, random_split_layout
 from .tokenizer import MASK_ID, load_hf_tokenizer, save_tokenizer, train_tokenizer
 
@@ -53,6 +56,9 @@ class TrainConfig:
     threads: int = 1
     snapshot_every: int = 500  # steps between kept snapshots in <out_dir>/snapshots/ (0: none)
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    # Continue from this checkpoint (its weights, config and tokenizer) instead of a fresh init and
+    # tokenizer: a second training phase with other settings (the model card's recipe).
+    init_from: str | None = None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -87,21 +93,30 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     problems = training_problems(cfg.examples, cfg.seed, cfg.mix)
-    sample = problems[: cfg.tokenizer_examples]
-    # The chat roles are words of every chat prompt: give them merges like the task text.
-    texts = (t for p in sample for t in (p.prompt, p.response, "user", "assistant"))
-    fast_tok = train_tokenizer(texts, cfg.vocab_size)
-    save_tokenizer(fast_tok, ckpt_dir, cfg.shape.max_position_embeddings)
+    if cfg.init_from is None:
+        sample = problems[: cfg.tokenizer_examples]
+        # The chat roles are words of every chat prompt: give them merges like the task text.
+        texts = (t for p in sample for t in (p.prompt, p.response, "user", "assistant"))
+        fast_tok = train_tokenizer(texts, cfg.vocab_size)
+        save_tokenizer(fast_tok, ckpt_dir, cfg.shape.max_position_embeddings)
+    else:
+        for fname in TOKENIZER_FILES:
+            shutil.copyfile(Path(cfg.init_from) / fname, ckpt_dir / fname)
+        fast_tok = Tokenizer.from_file(str(ckpt_dir / "tokenizer.json"))
     frame = ChatFrame.from_tokenizer(load_hf_tokenizer(ckpt_dir))
     stream, prompt_flags = build_stream(problems, fast_tok, frame, cfg.block_length)
     prompt_share = 100 * prompt_flags.float().mean().item()
     log.info("corpus: %d examples, %d tokens (%.0f%% prompt); vocabulary %d",
              len(problems), stream.numel(), prompt_share, fast_tok.get_vocab_size())
 
-    shape = ModelShape(**{**asdict(cfg.shape), "vocab_size": padded_vocab(fast_tok.get_vocab_size())})
-    config = hf_config(shape)
-    model = BidirectionalLM(ModelConfig.from_hf(config))
-    init_weights(model)
+    if cfg.init_from is None:
+        shape = ModelShape(**{**asdict(cfg.shape), "vocab_size": padded_vocab(fast_tok.get_vocab_size())})
+        config = hf_config(shape)
+        model = BidirectionalLM(ModelConfig.from_hf(config))
+        init_weights(model)
+    else:
+        config = read_config(Path(cfg.init_from))
+        model = load_model(cfg.init_from, torch.float32, load_tokenizer=False).model.requires_grad_(True)
     n_params = count_parameters(model)
     log.info("model: %d parameters (%.2fM)", n_params, n_params / 1e6)
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from diffuserve.engine.outputs import BlockOutput
-from diffuserve.engine.params import DiffusionParams, ParamError
+from diffuserve.engine.params import DiffusionParams, ParamError, with_served_rule
 from fastapi import Request
 
 from ..errors import APIError
@@ -96,6 +96,7 @@ class OpenAIServing:
         extras = {k: getattr(req, k) for k in DIFFUSION_KEYS if getattr(req, k) is not None}
         if "cache_refresh" not in extras and self.settings.default_cache_refresh is not None:
             extras["cache_refresh"] = self.settings.default_cache_refresh
+        extras = with_served_rule(extras, self.settings.default_threshold)
         try:
             return DiffusionParams(
                 max_tokens=max_tokens,

@@ -37,10 +37,10 @@ def test_chat_completion(openai_client):
     assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     # ignore_eos, and only EOS stops on the test server: the answer fills max_tokens in 2 blocks of
-    # 8, one token per step (steps default to block_length).
+    # 8, at most 8 steps each (the server's default threshold may commit several tokens a step).
     assert r.usage.completion_tokens == 16 and choice.finish_reason == "length"
     diffusion = r.model_extra["diffusion"]
-    assert diffusion["blocks"] == 2 and diffusion["steps"] == 16
+    assert diffusion["blocks"] == 2 and 2 <= diffusion["steps"] <= 16
     assert abs(diffusion["tokens_per_step"] - r.usage.completion_tokens / diffusion["steps"]) < 1e-9
 
 

@@ -142,3 +142,20 @@ def test_serve_cache_refresh_flag():
     for bad in ("-1", "often"):
         with pytest.raises(SystemExit, match="--cache-refresh"):
             cache_refresh_default(bad)
+
+
+def test_served_threshold_fills_only_requests_without_a_rule():
+    """`serve --threshold T` (engine/params.py with_served_rule): requests choosing no rule of their
+    own get T; threshold / threshold_factor / steps / exact mode keep theirs; 'none' disables it."""
+    from diffuserve.engine.params import parse_threshold, with_served_rule
+
+    assert with_served_rule({}, 0.9) == {"threshold": 0.9}
+    assert with_served_rule({"cache_refresh": 2}, 0.8) == {"cache_refresh": 2, "threshold": 0.8}
+    for own in ({"threshold": 0.5}, {"threshold_factor": 1.0}, {"steps": 32}, {"cache": "none"}):
+        assert with_served_rule(own, 0.9) == own
+    assert with_served_rule({"cache": "dual", "canvas": "fixed"}, 0.9)["threshold"] == 0.9
+    assert with_served_rule({}, None) == {}
+    assert parse_threshold("none") is None and parse_threshold("0.7") == 0.7
+    for bad in ("0", "1.5", "x"):
+        with pytest.raises(ValueError):
+            parse_threshold(bad)

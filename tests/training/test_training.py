@@ -143,3 +143,21 @@ def test_tiny_training_run_writes_a_loadable_checkpoint_reproducibly(tmp_path):
     assert engine.cfg.family == "illada" and engine.cfg.mask_token_id == 5
     out = engine.generate([[1, 2, 3]], DiffusionParams(max_tokens=8, block_length=8, cache="none"))[0]
     assert out.finish_reason in ("stop", "length") and engine.cfg.mask_token_id not in out.token_ids
+
+
+def test_a_second_phase_continues_from_a_checkpoint(tmp_path):
+    """`--init-from`: the second phase starts from the first phase's weights and tokenizer (zero
+    steps of training reproduce them exactly) and trains them further."""
+    from diffuserve.engine.models.loader import load_model
+    from diffuserve.training.train import TrainConfig, train
+
+    base = replace(TrainConfig(), examples=1500, tokenizer_examples=300, batch_size=2, seq_len=64,
+                   shape=replace(TINY, vocab_size=512), snapshot_every=0)
+    first = train(replace(base, out_dir=str(tmp_path / "a"), steps=2))
+    kept = train(replace(base, out_dir=str(tmp_path / "b"), steps=0, init_from=str(first)))
+    moved = train(replace(base, out_dir=str(tmp_path / "c"), steps=2, init_from=str(first),
+                          prompt_visible_prob=1.0))
+    assert (kept / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    assert (kept / "tokenizer.json").read_bytes() == (first / "tokenizer.json").read_bytes()
+    a, c = load_model(first).model.state_dict(), load_model(moved).model.state_dict()
+    assert a.keys() == c.keys() and any(not torch.equal(a[k], c[k]) for k in a)
