@@ -42,7 +42,7 @@ MATRIX: dict[str, dict] = {
     "block 16": {"block_length": 16},
     "block 16, threshold 0.9": {"block_length": 16, "threshold": 0.9},
 }
-DEFAULTS_ROW = "server defaults"  # a request with no diffusion fields at all
+DEFAULTS_ROW = "server defaults"  # what `diffuserve serve` runs for a request with no diffusion fields
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,9 +90,10 @@ def reference_report(engine, problems, setting: dict):
 
 
 def rows(args) -> dict[str, dict]:
+    from ..engine.params import SERVED_THRESHOLD, with_served_rule
     from ..tasks.evaluate import parse_setting
 
-    chosen = {DEFAULTS_ROW: {}, **MATRIX}
+    chosen = {DEFAULTS_ROW: with_served_rule({}, SERVED_THRESHOLD), **MATRIX}
     if args.rows:
         names = [n.strip() for n in args.rows.split(",") if n.strip()]
         unknown = [n for n in names if n not in chosen]

@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", action="append", default=None,
                         help="decoding setting as field=value pairs (repeatable; default: the defaults)")
     parser.add_argument("--json", default=None, help="write summaries and replies to this file")
-    parser.add_argument("--curve", default=None, metavar="RUN_DIR",
+    parser.add_argument("--curve", default=None, nargs="+", metavar="RUN_DIR",
                         help="training curve: evaluate every <RUN_DIR>/snapshots/step_* and the final "
-                             "<RUN_DIR>/checkpoint (first --setting), print accuracy against steps")
+                             "<RUN_DIR>/checkpoint (first --setting), print accuracy against steps; "
+                             "several RUN_DIRs are consecutive phases (train-builtin --init-from), "
+                             "their steps counted on from the previous phase's end")
     parser.add_argument("--plot", default=None, help="with --curve: PNG of accuracy against training steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (offline)")
     add_engine_args(parser)
@@ -89,10 +91,13 @@ def training_curve(args: argparse.Namespace, problems, setting) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_dir = Path(args.curve)
-    meta = json.loads((run_dir / "checkpoint" / "training_meta.json").read_text())
-    points = [(int(p.name.split("_")[1]), p) for p in sorted((run_dir / "snapshots").glob("step_*"))]
-    points.append((int(meta["train_config"]["steps"]), run_dir / "checkpoint"))
+    points, offset = [], 0
+    for run_dir in map(Path, args.curve):
+        meta = json.loads((run_dir / "checkpoint" / "training_meta.json").read_text())
+        snapshots = sorted((run_dir / "snapshots").glob("step_*"))
+        points += [(offset + int(p.name.split("_")[1]), p) for p in snapshots]
+        offset += int(meta["train_config"]["steps"])
+        points.append((offset, run_dir / "checkpoint"))
     rows = []
     for step, folder in points:
         engine = LLMEngine.from_pretrained(str(folder), engine_config_from_args(args))

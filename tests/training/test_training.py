@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -161,3 +163,9 @@ def test_a_second_phase_continues_from_a_checkpoint(tmp_path):
     assert (kept / "tokenizer.json").read_bytes() == (first / "tokenizer.json").read_bytes()
     a, c = load_model(first).model.state_dict(), load_model(moved).model.state_dict()
     assert a.keys() == c.keys() and any(not torch.equal(a[k], c[k]) for k in a)
+    # The training curve of both phases counts the second phase's steps on from the first's end.
+    out = subprocess.run([sys.executable, "-m", "diffuserve.server.cli", "eval-tasks", "--curve",
+                          str(tmp_path / "a"), str(tmp_path / "c"), "--tasks", "add", "--per-task", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert [line.split(" | ")[0] for line in out.stdout.splitlines()[2:]] == ["| 2", "| 4"]
