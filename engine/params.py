@@ -85,7 +85,7 @@ BOUNDS: dict[str, Range] = {
 # the fastest setting within 1 point of exact mode's mean accuracy on the built-in model's task
 # suite (BENCHMARKS.md, "Server defaults"). A request keeps its own schedule when it sets any of
 # RULE_FIELDS, and asking for exact mode (cache "none") keeps the reference sampler's schedule.
-SERVED_THRESHOLD = 0.9
+SERVED_THRESHOLD = 0.8
 RULE_FIELDS = ("threshold", "threshold_factor", "steps")
 MAX_STOP_STRINGS = 16
 MAX_STOP_TOKEN_IDS = 64

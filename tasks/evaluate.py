@@ -213,7 +213,8 @@ async def _evaluate_http(base_url, model, problems, setting, concurrency, api_ke
                 choice = r.choices[0]
                 text = choice.text
             tokens = r.usage.completion_tokens if r.usage else 0
-            return Reply(p, text, tokens, 0, choice.finish_reason)
+            steps = (r.model_extra or {}).get("diffusion", {}).get("steps", 0)  # diffuserve's extra
+            return Reply(p, text, tokens, steps, choice.finish_reason)
 
     start = time.perf_counter()
     try:

@@ -7,10 +7,10 @@ tokens in the batch (not the number of masks), as in LLaDA's pretraining loss,
 which makes it an upper bound on the per-token negative log-likelihood.
 
 Prompt-visible rows: `visible` marks tokens that are never masked. The trainer
-keeps the prompt visible in a share of the rows (LLaDA's SFT masking) beside rows
-masked over the whole sequence (iLLaDA's recipe): on a few CPU-hours, whole-sequence
-masking alone spends most of its signal predicting the random operands of a
-prompt, which no model can learn, and learns the answer many times slower.
+keeps the prompt visible in a share of the rows (LLaDA's SFT masking; every row for the
+shipped model) beside rows masked over the whole sequence (iLLaDA's recipe): on a few
+CPU-hours, whole-sequence masking spends most of its signal predicting the random operands
+of a prompt, which no model can learn, and learns the answer many times slower.
 
 Random-length training: a share of the rows is cut at a random point into two
 segments that cannot attend to each other and whose positions restart at 0, so

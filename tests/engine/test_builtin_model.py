@@ -15,11 +15,10 @@ from diffuserve.engine.assets import BUILTIN_DIR
 from diffuserve.engine.llm_engine import LLMEngine
 from diffuserve.engine.oracle import generate_variable
 from diffuserve.tasks.evaluate import Reply, evaluate_offline, make_params, prompt_ids, suite_problems
-from diffuserve.tasks.suite import held_out_problems
+from diffuserve.tasks.suite import THINK_END, held_out_problems
 from diffuserve.training.tokenizer import EOS_ID, EOT_ID
 
-# Reply shapes the model has learned (its answers are mostly wrong: see the model card; the
-# task-accuracy bar of the issue is not reached, so no accuracy is asserted here).
+# Reply shapes the model has learned (the model card has its accuracy per task).
 REPLY_SHAPE = {
     "add": re.compile(r"<think>[0-9+= ]+</think>[0-9]+"),
     "sub": re.compile(r"<think>[0-9\-= ]+</think>[0-9]+"),
@@ -74,3 +73,51 @@ def test_harness_scores_a_known_wrong_answer_as_wrong(engine):
     right = Reply(p, p.response, 1, 1, "stop")
     wrong = Reply(p, p.response[: -len(p.answer)] + str(int(p.answer) + 1), 1, 1, "stop")
     assert right.correct and not wrong.correct
+
+
+# Held-out problems the shipped model must answer right in exact mode, out of the first 20 of each
+# task (seed 0). The floors sit a little under what the shipped checkpoint measures on exactly
+# this sample (model card), so a retrained model that loses answers fails here. Multiple choice
+# and completion need the sum without a worked trace, which this model has not learned: they
+# have no floor (the model card reports them).
+ACCURACY_FLOOR = {"add": 0.5, "sub": 0.7, "sort": 0.85}
+
+
+@pytest.mark.parametrize("task", sorted(ACCURACY_FLOOR))
+def test_answers_a_fixed_sample_of_held_out_problems(engine, task):
+    problems = held_out_problems(task, 20, seed=0)
+    report = evaluate_offline(engine, problems, {"cache": "none"}, concurrency=20)
+    wrong = [(r.problem.prompt, r.text) for r in report.replies if not r.correct]
+    assert report.accuracy(task) >= ACCURACY_FLOOR[task], wrong
+
+
+def test_threshold_decoding_commits_several_tokens_a_step(engine):
+    """Peaked confidences make parallel decoding pay: at threshold 0.9 a 32-token block takes
+    far fewer than 32 steps, and the answers stay those of exact mode within a problem or two."""
+    problems = suite_problems(["add", "sub", "sort"], 8, seed=0)
+    exact = evaluate_offline(engine, problems, {"cache": "none"}, concurrency=24)
+    fast = evaluate_offline(engine, problems, {"threshold": 0.9}, concurrency=24)
+    assert fast.steps_per_answer <= 8, fast.summary()
+    assert exact.steps_per_answer == 32
+    assert sum(r.correct for r in fast.replies) >= sum(r.correct for r in exact.replies) - 2
+
+
+def test_think_bias_closes_cut_traces_and_keeps_answers_with_room(engine):
+    """The growing </think> bias (the paper's boost 100): a budget that cuts the worked trace
+    short leaves replies inside <think> without it and closes them with it; with room for the
+    whole trace it changes no answer's correctness."""
+    problems = held_out_problems("add", 10, seed=0) + held_out_problems("sub", 10, seed=0)
+
+    def run(budget, **bias):
+        return evaluate_offline(engine, problems, {"cache": "none", "max_tokens": budget, **bias},
+                                concurrency=20)
+
+    def closed(report):
+        return sum(THINK_END in r.text for r in report.replies)
+
+    assert closed(run(16)) <= 3
+    assert closed(run(16, think_boost=100.0, think_power=1.0)) >= 17
+    assert closed(run(16, think_boost=100.0, think_power=3.0)) >= 8
+    plain, boosted = run(64), run(64, think_boost=100.0, think_power=3.0)
+    assert [r.correct for r in boosted.replies] == [r.correct for r in plain.replies]
+    assert closed(plain) == closed(boosted) == len(problems)
