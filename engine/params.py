@@ -83,8 +83,8 @@ BOUNDS: dict[str, Range] = {
 }
 # The parallel-decoding rule a server applies to requests that choose none (`serve --threshold`):
 # the fastest setting within 1 point of exact mode's mean accuracy on the built-in model's task
-# suite (BENCHMARKS.md, "Server defaults"). A request keeps its own schedule when it sets any of
-# RULE_FIELDS, and asking for exact mode (cache "none") keeps the reference sampler's schedule.
+# suite (BENCHMARKS.md, built-in model v3, "Every decoding mode"). A request that sets any of
+# RULE_FIELDS keeps its own rule, and exact mode (cache "none") keeps the reference's schedule.
 SERVED_THRESHOLD = 0.8
 RULE_FIELDS = ("threshold", "threshold_factor", "steps")
 MAX_STOP_STRINGS = 16

@@ -10,5 +10,5 @@ diffuserve train-builtin --out-dir "$root/phase1"
 diffuserve train-builtin --init-from "$root/phase1/checkpoint" --out-dir "$root/phase2" \
     --steps 5000 --lr 1e-3 --seed 1 --snapshot-every 500 --install
 # The training curve of both phases (held-out accuracy against steps, exact mode).
-diffuserve eval-tasks --curve "$root/phase1" "$root/phase2" --per-task 10 --setting cache=none \
+diffuserve eval-tasks --curve "$root/phase1" "$root/phase2" --per-task 10 --concurrency 50 --setting cache=none \
     --threads 1 --plot docs/builtin_training_curve.png
