@@ -86,6 +86,28 @@ def padded_vocab(n: int, multiple: int = 64) -> int:
     return -(-n // multiple) * multiple
 
 
+def fresh_start(cfg: TrainConfig, problems: list, ckpt_dir: Path) -> tuple[Tokenizer, dict, BidirectionalLM]:
+    """A tokenizer learned from the corpus (saved into ckpt_dir) and a freshly initialised model."""
+    sample = problems[: cfg.tokenizer_examples]
+    # The chat roles are words of every chat prompt: give them merges like the task text.
+    texts = (t for p in sample for t in (p.prompt, p.response, "user", "assistant"))
+    fast_tok = train_tokenizer(texts, cfg.vocab_size)
+    save_tokenizer(fast_tok, ckpt_dir, cfg.shape.max_position_embeddings)
+    shape = ModelShape(**{**asdict(cfg.shape), "vocab_size": padded_vocab(fast_tok.get_vocab_size())})
+    config = hf_config(shape)
+    model = BidirectionalLM(ModelConfig.from_hf(config))
+    init_weights(model)  # the only draw from torch's global generator, seeded by train()
+    return fast_tok, config, model
+
+
+def resume(init_from: Path, ckpt_dir: Path) -> tuple[Tokenizer, dict, BidirectionalLM]:
+    """The tokenizer (copied into ckpt_dir), config and float32 weights of a checkpoint to train on."""
+    for fname in TOKENIZER_FILES:
+        shutil.copyfile(init_from / fname, ckpt_dir / fname)
+    model = load_model(init_from, torch.float32, load_tokenizer=False).model.requires_grad_(True)
+    return Tokenizer.from_file(str(ckpt_dir / "tokenizer.json")), read_config(init_from), model
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run everything; returns the folder holding the finished checkpoint."""
     torch.set_num_threads(cfg.threads)
@@ -97,29 +119,14 @@ def train(cfg: TrainConfig) -> Path:
 
     problems = training_problems(cfg.examples, cfg.seed, cfg.mix)
     if cfg.init_from is None:
-        sample = problems[: cfg.tokenizer_examples]
-        # The chat roles are words of every chat prompt: give them merges like the task text.
-        texts = (t for p in sample for t in (p.prompt, p.response, "user", "assistant"))
-        fast_tok = train_tokenizer(texts, cfg.vocab_size)
-        save_tokenizer(fast_tok, ckpt_dir, cfg.shape.max_position_embeddings)
+        fast_tok, config, model = fresh_start(cfg, problems, ckpt_dir)
     else:
-        for fname in TOKENIZER_FILES:
-            shutil.copyfile(Path(cfg.init_from) / fname, ckpt_dir / fname)
-        fast_tok = Tokenizer.from_file(str(ckpt_dir / "tokenizer.json"))
+        fast_tok, config, model = resume(Path(cfg.init_from), ckpt_dir)
     frame = ChatFrame.from_tokenizer(load_hf_tokenizer(ckpt_dir))
     stream, prompt_flags = build_stream(problems, fast_tok, frame, cfg.block_length)
     prompt_share = 100 * prompt_flags.float().mean().item()
     log.info("corpus: %d examples, %d tokens (%.0f%% prompt); vocabulary %d",
              len(problems), stream.numel(), prompt_share, fast_tok.get_vocab_size())
-
-    if cfg.init_from is None:
-        shape = ModelShape(**{**asdict(cfg.shape), "vocab_size": padded_vocab(fast_tok.get_vocab_size())})
-        config = hf_config(shape)
-        model = BidirectionalLM(ModelConfig.from_hf(config))
-        init_weights(model)
-    else:
-        config = read_config(Path(cfg.init_from))
-        model = load_model(cfg.init_from, torch.float32, load_tokenizer=False).model.requires_grad_(True)
     n_params = count_parameters(model)
     log.info("model: %d parameters (%.2fM)", n_params, n_params / 1e6)
 
