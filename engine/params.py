@@ -271,7 +271,10 @@ def parse_threshold(text: str) -> float | None:
     """A threshold in (0, 1] or 'none', from a command-line flag (ValueError otherwise)."""
     if text.strip().lower() == "none":
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan  # not a number: the same message as one out of range
     if value not in BOUNDS["threshold"]:
         raise ValueError(f"threshold must be in {BOUNDS['threshold'].text()} or 'none', got {text!r}")
     return value

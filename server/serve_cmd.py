@@ -97,10 +97,13 @@ def cache_refresh_default(text: str | None) -> int | str | None:
 
 
 def threshold_default(text: str) -> float | None:
-    """--threshold: a confidence in (0, 1], or 'none' (argparse turns ValueError into a usage error)."""
+    """--threshold: a confidence in (0, 1], or 'none'; a bad value is a usage error that says why."""
     from diffuserve.engine.params import parse_threshold
 
-    return parse_threshold(text)
+    try:
+        return parse_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -159,3 +159,14 @@ def test_served_threshold_fills_only_requests_without_a_rule():
     for bad in ("0", "1.5", "x"):
         with pytest.raises(ValueError):
             parse_threshold(bad)
+
+
+@pytest.mark.parametrize("bad", ["2", "0", "abc"])
+def test_serve_refuses_a_bad_threshold_flag_with_its_range(bad):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "diffuserve.server.cli", "serve", "--threshold", bad],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert f"argument --threshold: threshold must be in (0, 1] or 'none', got '{bad}'" in out.stderr
