@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     problems = suite_problems(tasks, args.per_task, args.seed)
     if args.curve:
+        unfinished = [d for d in args.curve if not (Path(d) / "checkpoint" / "training_meta.json").is_file()]
+        if unfinished:
+            print(f"error: --curve: not a finished train-builtin run (no checkpoint/training_meta.json): "
+                  f"{', '.join(unfinished)}", file=sys.stderr)
+            return 2
         return training_curve(args, problems, settings[0])
     reports = []
     if args.base_url:

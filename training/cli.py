@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 HELP = (
     "Train the built-in masked diffusion model on the seeded task corpus (addition and subtraction "
@@ -58,10 +60,23 @@ def build_config(args: argparse.Namespace):
     )
 
 
+def missing_checkpoint_files(folder: str) -> list[str]:
+    """What `--init-from` needs and `folder` lacks (checked before the corpus is built)."""
+    from .export import TOKENIZER_FILES
+
+    needed = ("config.json", "model.safetensors", *TOKENIZER_FILES)
+    return [f for f in needed if not (Path(folder) / f).is_file()]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.assets import BUILTIN_DIR
     from .train import train
 
+    missing = missing_checkpoint_files(args.init_from) if args.init_from else []
+    if missing:
+        print(f"error: --init-from {args.init_from}: not a checkpoint folder (missing {', '.join(missing)})",
+              file=sys.stderr)
+        return 2
     ckpt = train(build_config(args))
     if args.install:
         BUILTIN_DIR.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,11 @@ def test_tiny_training_run_writes_a_loadable_checkpoint_reproducibly(tmp_path):
     assert out.finish_reason in ("stop", "length") and engine.cfg.mask_token_id not in out.token_ids
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diffuserve.server.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_a_second_phase_continues_from_a_checkpoint(tmp_path):
     """`--init-from`: the second phase starts from the first phase's weights and tokenizer (zero
     steps of training reproduce them exactly) and trains them further."""
@@ -164,8 +169,24 @@ def test_a_second_phase_continues_from_a_checkpoint(tmp_path):
     a, c = load_model(first).model.state_dict(), load_model(moved).model.state_dict()
     assert a.keys() == c.keys() and any(not torch.equal(a[k], c[k]) for k in a)
     # The training curve of both phases counts the second phase's steps on from the first's end.
-    out = subprocess.run([sys.executable, "-m", "diffuserve.server.cli", "eval-tasks", "--curve",
-                          str(tmp_path / "a"), str(tmp_path / "c"), "--tasks", "add", "--per-task", "1"],
-                         capture_output=True, text=True, timeout=300)
+    out = _cli("eval-tasks", "--curve", str(tmp_path / "a"), str(tmp_path / "c"), "--tasks", "add",
+               "--per-task", "1")
     assert out.returncode == 0, out.stderr
     assert [line.split(" | ")[0] for line in out.stdout.splitlines()[2:]] == ["| 2", "| 4"]
+
+
+
+def test_init_from_a_folder_that_is_no_checkpoint_is_refused_before_any_work(tmp_path):
+    """The files it lacks are named and the command exits 2, before the corpus is built."""
+    (tmp_path / "config.json").write_text("{}")
+    out = _cli("train-builtin", "--steps", "1", "--init-from", str(tmp_path),
+               "--out-dir", str(tmp_path / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "missing model.safetensors, tokenizer.json" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_curve_of_a_folder_that_is_no_finished_run_is_refused(tmp_path):
+    out = _cli("eval-tasks", "--curve", str(tmp_path), "--per-task", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "no checkpoint/training_meta.json" in out.stderr
