@@ -47,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=threshold_default, default=SERVED_THRESHOLD, metavar="T|none",
                    help="parallel decoding for requests that set none of threshold, threshold_factor, "
                    f"steps and do not ask for exact mode (cache 'none'): commit every token with "
-                   f"confidence >= T (default {SERVED_THRESHOLD}, the fastest setting within 1 point of "
-                   "exact mode's accuracy, see BENCHMARKS.md); 'none': one token a step")
+                   f"confidence >= T (default {SERVED_THRESHOLD}, the fastest threshold as accurate as "
+                   "one token a step on the task suite, see BENCHMARKS.md); 'none': one token a step")
     # Engine and model flags come from the config dataclasses: their defaults cannot drift.
     from diffuserve.engine.cli_args import add_engine_args, add_model_args
 

@@ -4,14 +4,17 @@ The prompt forms are a public contract. The training corpus, the repository's
 evaluation and any outside check all use fresh numbers in exactly these forms:
 
 - ``add``  (chat): ``What is A + B?``  (0 <= A, B <= 999). The reply is a worked
-  trace inside ``<think>``...``</think>`` (column arithmetic, least significant
-  column first, carry-in written as ``+1``), then the bare result.
-- ``sub``  (chat): ``What is A - B?``  (0 <= B <= A <= 999). Same, with borrows
-  written by prefixing the column's top digit with ``1`` and a borrow-in as ``-1``.
+  trace inside ``<think>``...``</think>`` (column arithmetic over three columns, least
+  significant first, each step ``x+y+carry_in=`` and a two-digit column sum, steps
+  written back to back), then the bare result.
+- ``sub``  (chat): ``What is A - B?``  (0 <= B <= A <= 999). Same, each step
+  ``<borrow_out><x>-y-borrow_in=`` and the result digit.
 - ``sort`` (chat): ``Sort: x1 x2 ... xn`` (2 <= n <= 8, 0 <= xi <= 99, repeats
   allowed). The reply is the numbers in ascending order separated by single spaces.
 - ``mc``   (chat): ``Question: What is A + B?`` then lines ``A. v1`` .. ``D. v4``
-  (one correct value, three near misses). The reply is the letter alone.
+  (one correct value, three near misses). The reply works the sum out inside
+  ``<think>``...``</think>`` (the addition trace) and then gives the letter alone: the
+  answer is the letter.
 - ``complete`` (plain completion, no chat template): prompt ``A + B =``; the
   continuation is a space and the result, then the end of text.
 
@@ -75,31 +78,44 @@ def is_held_out(key: str) -> bool:
 # --- worked traces --------------------------------------------------------------------------
 
 
+COLUMNS = 3  # every operand is at most 999: traces always have three columns
+
+
 def _columns(a: int, b: int) -> list[tuple[int, int]]:
-    width = max(len(str(a)), len(str(b)))
-    da, db = str(a).zfill(width), str(b).zfill(width)
+    """Digit pairs, least significant first, both operands zero-padded to `COLUMNS` digits."""
+    da, db = str(a).zfill(COLUMNS), str(b).zfill(COLUMNS)
     return [(int(x), int(y)) for x, y in zip(reversed(da), reversed(db), strict=True)]
 
 
+# Fixed-width steps: every column of every problem has the same tokens in the same places, so
+# the carry a step reads (the previous step's tens digit) sits at a fixed distance from it.
+# With the v3 format (`7+5=12 4+8+1=13 3+2+1=6`, as many columns as the longer operand) the
+# wrong additions were wrong column sums (`0+1=2`, `9+3=11`), not wrong copies of the trace
+# into the answer. Steps are written back to back, without a space: with spaces the add, sub
+# and mc replies came to 32-35 tokens, one past the 32-token block, so a second block of EOS
+# padding followed (a third more corpus tokens), and a side-by-side run with spaces trained
+# worse in the same time (model card, "What was tried").
+
+
 def addition_trace(a: int, b: int) -> str:
-    """`7+5=12 4+8+1=13 3+2+1=6` for 347 + 285: one column a step, carry-in as `+1`."""
+    """`7+5+0=124+8+1=133+2+1=06` for 347 + 285: `x+y+carry_in=` and a two-digit column sum."""
     steps, carry = [], 0
     for x, y in _columns(a, b):
         total = x + y + carry
-        steps.append(f"{x}+{y}{'+1' if carry else ''}={total}")
+        steps.append(f"{x}+{y}+{carry}={total:02d}")
         carry = total // 10
-    return " ".join(steps)
+    return "".join(steps)
 
 
 def subtraction_trace(a: int, b: int) -> str:
-    """`12-8=4 13-7-1=5 5-1-1=3` for 532 - 178: a borrowed column's top digit gets a leading 1."""
+    """`12-8-0=413-7-1=505-1-1=3` for 532 - 178: `<borrow_out><x>-y-borrow_in=` and the digit."""
     steps, borrow = [], 0
     for x, y in _columns(a, b):
         diff = x - y - borrow
-        top = x + 10 if diff < 0 else x
-        steps.append(f"{top}-{y}{'-1' if borrow else ''}={diff % 10}")
-        borrow = 1 if diff < 0 else 0
-    return " ".join(steps)
+        borrow_out = 1 if diff < 0 else 0
+        steps.append(f"{borrow_out}{x}-{y}-{borrow}={diff % 10}")
+        borrow = borrow_out
+    return "".join(steps)
 
 
 def _think(trace: str, answer: str) -> str:
@@ -140,7 +156,9 @@ def mc_problem(a: int, b: int, rng: random.Random) -> Problem:
     letter = MC_LETTERS[options.index(total)]
     choices = [f"{L}. {v}" for L, v in zip(MC_LETTERS, options, strict=True)]
     lines = [f"Question: What is {a} + {b}?"] + choices
-    return Problem("mc", "\n".join(lines), letter, letter)
+    # The reply works the sum out first, then names the option that shows it: picking the letter
+    # without the trace asks for a three-digit addition in one step, which v3 never learned (16%).
+    return Problem("mc", "\n".join(lines), letter, _think(addition_trace(a, b), letter))
 
 
 def complete_problem(a: int, b: int) -> Problem:

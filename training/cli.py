@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--examples", type=int, default=d.examples, help="corpus size in problems")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    parser.add_argument("--decay-fraction", type=float, default=d.decay_fraction,
+                        help="last share of the steps over which the learning rate decays linearly")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
     parser.add_argument("--prompt-visible-prob", type=float, default=d.prompt_visible_prob,
@@ -54,6 +56,7 @@ def build_config(args: argparse.Namespace):
     return replace(
         d, out_dir=args.out_dir, seed=args.seed, shape=shape, batch_size=args.batch_size,
         seq_len=args.seq_len, threads=args.threads, steps=args.steps, lr=args.lr,
+        decay_fraction=args.decay_fraction,
         examples=args.examples, prompt_visible_prob=args.prompt_visible_prob,
         warmup_steps=max(1, min(d.warmup_steps, args.steps // 10)), snapshot_every=args.snapshot_every,
         init_from=args.init_from,

@@ -24,9 +24,10 @@ import torch
 from ..tasks.suite import TASKS, Problem, sample_split
 from .tokenizer import EOS_ID, EOT_ID, chat_prompt_ids
 
-# Share of each form in the corpus. The forms that must be computed without a trace
-# (multiple choice, completion) get a generous share: they are the hardest to learn.
-DEFAULT_MIX = {"add": 0.22, "sub": 0.22, "sort": 0.2, "mc": 0.24, "complete": 0.12}
+# Share of each form in the corpus. Multiple choice gets the largest share: its reply is the
+# addition trace plus picking the option, so it also trains addition. Completion (the sum with
+# no trace, not among the issue's targets) gets a small one.
+DEFAULT_MIX = {"add": 0.23, "sub": 0.22, "sort": 0.2, "mc": 0.27, "complete": 0.08}
 SENTINEL = "\x00PROMPT\x00"
 
 
@@ -67,8 +68,9 @@ def prompt_text(problem: Problem, frame: ChatFrame) -> str:
 def answer_ids(problem: Problem, response_ids: list[int], block_length: int) -> list[int]:
     """Response, `<|eot_id|>` for chat turns (what the template puts after a message), EOS run."""
     ids = list(response_ids) + ([EOT_ID] if problem.chat else [])
-    n_eos = (-len(ids)) % block_length if block_length > 0 else 1
-    return ids + [EOS_ID] * max(1, n_eos)
+    # At least one EOS, up to the next whole block (a full block of EOS when the reply fills one).
+    n_eos = block_length - len(ids) % block_length if block_length > 0 else 1
+    return ids + [EOS_ID] * n_eos
 
 
 def example_ids(problem: Problem, hf_tokenizer, block_length: int = 32) -> tuple[list[int], list[int]]:

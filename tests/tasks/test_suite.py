@@ -35,9 +35,12 @@ FORMS = {
 
 
 def test_worked_traces_follow_column_arithmetic():
-    assert addition_trace(347, 285) == "7+5=12 4+8+1=13 3+2+1=6"
-    assert subtraction_trace(532, 178) == "12-8=4 13-7-1=5 5-1-1=3"
-    assert add_problem(347, 285).response == "<think>7+5=12 4+8+1=13 3+2+1=6</think>632"
+    assert addition_trace(347, 285) == "7+5+0=124+8+1=133+2+1=06"
+    assert subtraction_trace(532, 178) == "12-8-0=413-7-1=505-1-1=3"
+    assert add_problem(347, 285).response == "<think>7+5+0=124+8+1=133+2+1=06</think>632"
+    # Short operands are zero-padded to three columns, and the answer has no leading zeros.
+    assert add_problem(12, 30).response == "<think>2+0+0=021+3+0=040+0+0=00</think>42"
+    assert sub_problem(100, 99).response == "<think>10-9-0=110-9-1=001-0-1=0</think>1"
     assert sub_problem(500, 498).answer == "2"
     assert add_problem(999, 1).response.endswith("</think>1000")
     with pytest.raises(ValueError):
@@ -47,16 +50,27 @@ def test_worked_traces_follow_column_arithmetic():
 @pytest.mark.parametrize("a,b", [(0, 0), (5, 123), (999, 999), (100, 99), (7, 7), (1000 - 1, 0)])
 def test_traces_evaluate_to_the_result(a, b):
     # Each column step is true arithmetic, and the answer digits are the columns' last digits.
-    for step in addition_trace(a, b).split():
+    # Every step has the same shape (fixed width), and the carry / borrow a step reads is the
+    # one the previous step wrote.
+    assert len(addition_trace(a, b)) == 3 * 8 and len(subtraction_trace(a, b) if b <= a else "x" * 24) == 24
+    carry, sums = 0, []
+    for step in re.findall(r".{8}", addition_trace(a, b)):
+        assert re.fullmatch(r"\d\+\d\+[01]=\d\d", step), step
         lhs, rhs = step.split("=")
-        assert sum(int(x) for x in lhs.split("+")) == int(rhs)
+        x, y, c = (int(v) for v in lhs.split("+"))
+        assert c == carry and x + y + c == int(rhs)
+        carry, sums = int(rhs) // 10, [*sums, rhs]
+    assert int(sums[-1] + "".join(s[1] for s in reversed(sums[:-1]))) == a + b
     if b <= a:
-        digits = []
-        for step in subtraction_trace(a, b).split():
+        digits, borrow = [], 0
+        for step in re.findall(r".{8}", subtraction_trace(a, b)):
+            assert re.fullmatch(r"[01]\d-\d-[01]=\d", step), step
             lhs, rhs = step.split("=")
-            first, *rest = lhs.split("-")
-            assert int(first) - sum(int(x) for x in rest) == int(rhs)
+            first, y, b_in = lhs.split("-")
+            assert int(b_in) == borrow and int(first) - int(y) - int(b_in) == int(rhs)
+            borrow = int(first[0])
             digits.append(rhs)
+        assert borrow == 0
         assert int("".join(reversed(digits))) == a - b
 
 
@@ -94,6 +108,8 @@ def test_multiple_choice_has_one_correct_option_and_three_near_misses():
         assert len(set(values)) == 4 and values.count(a + b) == 1
         assert MC_LETTERS[values.index(a + b)] == p.answer
         assert all(abs(v - (a + b)) in (1, 10, 100) for v in values if v != a + b)
+        # The reply works the sum out (the addition trace), then names the letter.
+        assert p.response == f"<think>{addition_trace(a, b)}</think>{p.answer}"
 
 
 def test_corpus_is_deterministic_for_a_seed():
@@ -141,7 +157,7 @@ def test_grading_takes_the_text_after_the_last_think_end():
     assert extract_answer(" 632") == "632"
     assert is_correct(p, p.response) and is_correct(p, "632")
     # Known-wrong answers are scored wrong.
-    assert not is_correct(p, "<think>7+5=12 4+8+1=13 3+2+1=6</think>633")
+    assert not is_correct(p, "<think>7+5+0=124+8+1=133+2+1=06</think>633")
     assert not is_correct(p, "<think>632</think>")
     assert not is_correct(p, "6320")
     assert not is_correct(sort_problem([3, 1]), "3 1")
