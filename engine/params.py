@@ -84,7 +84,7 @@ BOUNDS: dict[str, Range] = {
 # The parallel-decoding threshold a server applies to requests that choose no rule (`serve
 # --threshold`): the fastest threshold that loses no accuracy beyond what the prefix cache itself
 # costs, on the built-in model's task suite (BENCHMARKS.md, built-in model v4, "Every decoding
-# mode": exact 69.2%, prefix cache one token a step 66.8%, threshold 0.95 66.8% at 9.8x its
+# mode": exact 69.2%, prefix cache one token a step 66.8%, threshold 0.95 66.8% at 6-8x its
 # tokens/s, 0.9 65.6%, 0.8 62.4%). A request that sets any of RULE_FIELDS keeps its own rule,
 # and exact mode (cache "none") keeps the reference's schedule.
 SERVED_THRESHOLD = 0.95
