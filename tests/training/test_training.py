@@ -10,7 +10,14 @@ from dataclasses import replace
 import pytest
 import torch
 from diffuserve.tasks.suite import TASKS, sample_problem
-from diffuserve.training.corpus import ChatFrame, build_stream, example_ids, sample_windows, training_problems
+from diffuserve.training.corpus import (
+    ChatFrame,
+    answer_ids,
+    build_stream,
+    example_ids,
+    sample_windows,
+    training_problems,
+)
 from diffuserve.training.export import ModelShape, hf_config, init_weights
 from diffuserve.training.objective import diffusion_loss, mask_tokens, random_split_layout
 from diffuserve.training.tokenizer import (
@@ -58,6 +65,15 @@ def test_chat_template_renders_through_transformers(tokenizers):
                     "<|start_header_id|>assistant<|end_header_id|>\n\n")
     think = hf.convert_tokens_to_ids(["<think>", "</think>"])
     assert hf.decode(think) == "<think></think>"  # visible in decoded text, one token each
+
+
+def test_eos_run_fills_the_last_block_and_is_never_empty():
+    chat, plain = sample_problem("add", random.Random(0))[0], sample_problem("complete", random.Random(0))[0]
+    assert answer_ids(chat, [9] * 5, 32) == [9] * 5 + [EOT_ID] + [EOS_ID] * 26
+    assert answer_ids(plain, [9] * 31, 32) == [9] * 31 + [EOS_ID]
+    # A reply that fills its block exactly gets a whole block of EOS: the terminal EOS is never
+    # dropped, and the padding still ends on a block border.
+    assert answer_ids(chat, [9] * 31, 32) == [9] * 31 + [EOT_ID] + [EOS_ID] * 32
 
 
 def test_packed_stream_equals_the_transformers_route(tokenizers):
