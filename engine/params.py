@@ -269,15 +269,21 @@ def with_served_rule(fields: dict[str, Any], threshold: float | None) -> dict[st
     return {**fields, "threshold": threshold}
 
 
+def number_in(text: str, bounds: Range) -> float | None:
+    """`text` as a number when it is one and lies in `bounds`, else None (command-line flags)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value in bounds else None
+
+
 def parse_threshold(text: str) -> float | None:
     """A threshold in (0, 1] or 'none', from a command-line flag (ValueError otherwise)."""
     if text.strip().lower() == "none":
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan  # not a number: the same message as one out of range
-    if value not in BOUNDS["threshold"]:
+    value = number_in(text, BOUNDS["threshold"])
+    if value is None:
         raise ValueError(f"threshold must be in {BOUNDS['threshold'].text()} or 'none', got {text!r}")
     return value
 

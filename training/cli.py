@@ -26,11 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--examples", type=int, default=d.examples, help="corpus size in problems")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    parser.add_argument("--decay-fraction", type=float, default=d.decay_fraction,
+    parser.add_argument("--decay-fraction", type=share, default=d.decay_fraction,
                         help="last share of the steps over which the learning rate decays linearly")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
-    parser.add_argument("--prompt-visible-prob", type=float, default=d.prompt_visible_prob,
+    parser.add_argument("--prompt-visible-prob", type=share, default=d.prompt_visible_prob,
                         help="share of rows whose prompt tokens are never masked")
     parser.add_argument("--hidden-size", type=int, default=s.hidden_size)
     parser.add_argument("--layers", type=int, default=s.num_layers)
@@ -44,6 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--install", action="store_true",
                         help="copy the finished checkpoint into the package's built-in model folder")
+
+
+def share(text: str) -> float:
+    """A flag that is a share of rows or steps: a number in [0, 1] (a usage error otherwise)."""
+    from ..engine.params import Range, number_in
+
+    unit = Range(0.0, 1.0)
+    value = number_in(text, unit)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be in {unit.text()}, got {text!r}")
+    return value
 
 
 def build_config(args: argparse.Namespace):

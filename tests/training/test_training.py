@@ -202,6 +202,15 @@ def test_init_from_a_folder_that_is_no_checkpoint_is_refused_before_any_work(tmp
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("flag", ["--decay-fraction", "--prompt-visible-prob"])
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_share_flags_outside_zero_to_one_are_usage_errors(tmp_path, flag, value):
+    out = _cli("train-builtin", "--steps", "1", flag, value, "--out-dir", str(tmp_path / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"must be in [0, 1], got '{value}'" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_curve_of_a_folder_that_is_no_finished_run_is_refused(tmp_path):
     out = _cli("eval-tasks", "--curve", str(tmp_path), "--per-task", "1")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
