@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", default="8,32,128", help="likelihood: Monte-Carlo samples, comma-separated")
     p.add_argument("--seed", type=int, default=0, help="likelihood sampling seed")
     p.add_argument("--concurrency", default="1,16", help="requests in flight, comma-separated")
-    p.add_argument("--gen-max-tokens", type=int, default=8, help="generate: max_tokens of the reply")
+    p.add_argument("--gen-max-tokens", type=int, default=64,
+                   help="generate: max_tokens of the reply (room for the built-in model's worked trace)")
     p.add_argument("--output", default=None, help="also write the rows as JSON here")
 
 
@@ -49,7 +50,7 @@ def mc_questions(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 async def run_row(client: AsyncDiffuserveClient, questions: list[tuple[str, str]], concurrency: int,
-                  kind: str, samples: int | None = None, seed: int = 0, max_tokens: int = 8
+                  kind: str, samples: int | None = None, seed: int = 0, max_tokens: int = 64
                   ) -> dict[str, Any]:
     from diffuserve.tasks.suite import extract_answer
 

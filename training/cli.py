@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from dataclasses import replace
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     parser.add_argument("--decay-fraction", type=share, default=d.decay_fraction,
                         help="last share of the steps over which the learning rate decays linearly")
+    parser.add_argument("--mix", type=task_mix, default=None, metavar="TASK=SHARE,...",
+                        help="corpus share of each task form, e.g. add=0.22,sub=0.22,sort=0.22,mc=0.3,"
+                        "complete=0.04 (weights, normalised; default: the shipped mix)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
     parser.add_argument("--prompt-visible-prob", type=share, default=d.prompt_visible_prob,
@@ -57,6 +61,28 @@ def share(text: str) -> float:
     return value
 
 
+def task_mix(text: str) -> dict[str, float]:
+    """`add=0.2,sub=0.2,...`: every known task form at most once, non-negative weights, sum > 0."""
+    from ..tasks.suite import TASKS
+
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, eq, value = part.strip().partition("=")
+        if not eq or name not in TASKS or name in mix:
+            raise argparse.ArgumentTypeError(
+                f"expected TASK=SHARE pairs over {', '.join(TASKS)} (each once), got {part.strip()!r}")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not (math.isfinite(weight) and weight >= 0.0):
+            raise argparse.ArgumentTypeError(f"{name}: a share is a non-negative number, got {value!r}")
+        mix[name] = weight
+    if sum(mix.values()) <= 0:
+        raise argparse.ArgumentTypeError("the shares must not all be zero")
+    return mix
+
+
 def build_config(args: argparse.Namespace):
     from .export import ModelShape
     from .train import TrainConfig
@@ -70,7 +96,7 @@ def build_config(args: argparse.Namespace):
         decay_fraction=args.decay_fraction,
         examples=args.examples, prompt_visible_prob=args.prompt_visible_prob,
         warmup_steps=max(1, min(d.warmup_steps, args.steps // 10)), snapshot_every=args.snapshot_every,
-        init_from=args.init_from,
+        init_from=args.init_from, mix=args.mix or dict(d.mix),
     )
 
 

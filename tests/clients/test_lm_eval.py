@@ -51,7 +51,7 @@ def test_eval_command_completes_the_local_task(tiny_url, tmp_path):
     request_steps = counter(tiny_url, "diffuserve_denoising_steps_total")
     results = run_eval(tiny_url, tmp_path / "results.json", "--num-concurrent", "16")
     mc, gen = results["results"]["diffuserve_arith_mc"], results["results"]["diffuserve_arith_mc_gen"]
-    assert 0.0 <= mc["acc,none"] <= 1.0 and 0.0 <= gen["exact_match,strip"] <= 1.0
+    assert 0.0 <= mc["acc,none"] <= 1.0 and 0.0 <= gen["exact_match,last_letter"] <= 1.0
     for task in ("diffuserve_arith_mc", "diffuserve_arith_mc_gen"):
         assert results["n-samples"][task]["effective"] == NUM_QUESTIONS
     # Concurrent requests share forwards: fewer engine steps than the requests' own steps.

@@ -27,6 +27,7 @@ from diffuserve.training.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
+from diffuserve.training.train import TrainConfig
 
 TINY = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64,
                   vocab_size=320)
@@ -208,6 +209,31 @@ def test_share_flags_outside_zero_to_one_are_usage_errors(tmp_path, flag, value)
     out = _cli("train-builtin", "--steps", "1", flag, value, "--out-dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert f"must be in [0, 1], got '{value}'" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_mix_flag_sets_the_corpus_shares():
+    import argparse
+
+    from diffuserve.training.cli import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = build_config(parser.parse_args(["--mix", "sort=3, mc=1"]))
+    assert cfg.mix == {"sort": 3.0, "mc": 1.0}
+    counts = {t: 0 for t in TASKS}
+    for p in training_problems(2000, seed=0, mix=cfg.mix):
+        counts[p.task] += 1
+    assert counts["add"] == counts["sub"] == counts["complete"] == 0
+    assert 0.7 < counts["sort"] / 2000 < 0.8
+    assert build_config(parser.parse_args([])).mix == TrainConfig().mix
+
+
+@pytest.mark.parametrize("mix", ["add=1,foo=2", "add=1,add=2", "add", "add=-1", "add=nan", "add=0,sub=0"])
+def test_bad_mix_is_a_usage_error(tmp_path, mix):
+    out = _cli("train-builtin", "--steps", "1", "--mix", mix, "--out-dir", str(tmp_path / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "argument --mix" in out.stderr
     assert not (tmp_path / "run").exists()
 
 
