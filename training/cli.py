@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="last share of the steps over which the learning rate decays linearly")
     parser.add_argument("--mix", type=task_mix, default=None, metavar="TASK=SHARE,...",
                         help="corpus share of each task form, e.g. add=0.22,sub=0.22,sort=0.22,mc=0.3,"
-                        "complete=0.04 (weights, normalised; default: the shipped mix)")
+                        "complete=0.04 (weights, normalised; a task left out gets none; default: the "
+                        "shipped mix)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
     parser.add_argument("--prompt-visible-prob", type=share, default=d.prompt_visible_prob,
