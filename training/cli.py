@@ -64,20 +64,19 @@ def share(text: str) -> float:
 
 def task_mix(text: str) -> dict[str, float]:
     """`add=0.2,sub=0.2,...`: every known task form at most once, non-negative weights, sum > 0."""
+    from ..engine.params import Range, number_in
     from ..tasks.suite import TASKS
 
+    finite_weight = Range(0.0, math.inf, high_open=True)
     mix: dict[str, float] = {}
     for part in text.split(","):
         name, eq, value = part.strip().partition("=")
         if not eq or name not in TASKS or name in mix:
             raise argparse.ArgumentTypeError(
                 f"expected TASK=SHARE pairs over {', '.join(TASKS)} (each once), got {part.strip()!r}")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not (math.isfinite(weight) and weight >= 0.0):
-            raise argparse.ArgumentTypeError(f"{name}: a share is a non-negative number, got {value!r}")
+        weight = number_in(value, finite_weight)
+        if weight is None:
+            raise argparse.ArgumentTypeError(f"{name}: a share is a finite number >= 0, got {value!r}")
         mix[name] = weight
     if sum(mix.values()) <= 0:
         raise argparse.ArgumentTypeError("the shares must not all be zero")

@@ -229,7 +229,8 @@ def test_mix_flag_sets_the_corpus_shares():
     assert build_config(parser.parse_args([])).mix == TrainConfig().mix
 
 
-@pytest.mark.parametrize("mix", ["add=1,foo=2", "add=1,add=2", "add", "add=-1", "add=nan", "add=0,sub=0"])
+@pytest.mark.parametrize("mix", ["add=1,foo=2", "add=1,add=2", "add", "add=-1", "add=nan", "add=inf",
+                                 "add=0,sub=0"])
 def test_bad_mix_is_a_usage_error(tmp_path, mix):
     out = _cli("train-builtin", "--steps", "1", "--mix", mix, "--out-dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
