@@ -149,7 +149,29 @@ def near_misses(total: int, rng: random.Random) -> list[int]:
     return pool[:3]
 
 
-def mc_problem(a: int, b: int, rng: random.Random) -> Problem:
+# Multiple-choice reply forms the corpus can train. "sum" is the shipped model's. "digit-checks"
+# adds one line per option comparing it with the sum digit by digit (`option_check`): the form
+# that taught a candidate the letter (96%), though not yet with the arithmetic within the
+# training budget (model card, "What was tried"). Grading reads the letter either way.
+MC_REPLIES = ("sum", "digit-checks")
+MC_WIDTH = 4  # every sum and option is at most 1998 + 100: four digits, zero-padded
+
+
+def option_check(total: int, letter: str, value: int) -> str:
+    """One option's line of a "digit-checks" reply, e.g. `00=99=98!55=NA` (995 against 985).
+
+    Each digit of the option (zero-padded, most significant first) is written next to the sum's
+    digit in the same place, then `=` or `!`; then `Y` or `N` for the whole option, then its
+    letter. Every judgement reads neighbours only: a mark reads the two digits before it, the
+    verdict the four marks of its line, and the final letter is the one right after the `Y`.
+    The whole-number comparison (`A0995N`) was never learned: the verdict was always `N`.
+    """
+    have, want = f"{value:0{MC_WIDTH}d}", f"{total:0{MC_WIDTH}d}"
+    pairs = "".join(f"{o}{w}{'=' if o == w else '!'}" for o, w in zip(have, want, strict=True))
+    return f"{pairs}{'Y' if value == total else 'N'}{letter}"
+
+
+def mc_problem(a: int, b: int, rng: random.Random, reply: str = "sum") -> Problem:
     total = a + b
     options = near_misses(total, rng) + [total]
     rng.shuffle(options)
@@ -158,7 +180,12 @@ def mc_problem(a: int, b: int, rng: random.Random) -> Problem:
     lines = [f"Question: What is {a} + {b}?"] + choices
     # The reply works the sum out first, then names the option that shows it: picking the letter
     # without the trace asks for a three-digit addition in one step, which v3 never learned (16%).
-    return Problem("mc", "\n".join(lines), letter, _think(addition_trace(a, b), letter))
+    work = addition_trace(a, b)
+    if reply == "digit-checks":
+        work += "".join("\n" + option_check(total, L, v) for L, v in zip(MC_LETTERS, options, strict=True))
+    elif reply != "sum":
+        raise ValueError(f"unknown multiple-choice reply {reply!r}; known: {', '.join(MC_REPLIES)}")
+    return Problem("mc", "\n".join(lines), letter, _think(work, letter))
 
 
 def complete_problem(a: int, b: int) -> Problem:
@@ -168,15 +195,15 @@ def complete_problem(a: int, b: int) -> Problem:
 # --- sampling -----------------------------------------------------------------------------
 
 
-def sample_problem(task: str, rng: random.Random) -> tuple[Problem, str]:
-    """One fresh problem of `task` and its split key."""
+def sample_problem(task: str, rng: random.Random, mc_reply: str = "sum") -> tuple[Problem, str]:
+    """One fresh problem of `task` and its split key (`mc_reply`: one of `MC_REPLIES`)."""
     if task in ("add", "mc", "complete"):
         a, b = rng.randint(0, 999), rng.randint(0, 999)
         key = problem_key(task, a, b)
         if task == "add":
             return add_problem(a, b), key
         if task == "mc":
-            return mc_problem(a, b, rng), key
+            return mc_problem(a, b, rng, mc_reply), key
         return complete_problem(a, b), key
     if task == "sub":
         a = rng.randint(0, 999)
@@ -188,10 +215,10 @@ def sample_problem(task: str, rng: random.Random) -> tuple[Problem, str]:
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
-def sample_split(task: str, rng: random.Random, held_out: bool) -> Problem:
+def sample_split(task: str, rng: random.Random, held_out: bool, mc_reply: str = "sum") -> Problem:
     """Rejection-sample a problem from one side of the split."""
     while True:
-        problem, key = sample_problem(task, rng)
+        problem, key = sample_problem(task, rng, mc_reply)
         if is_held_out(key) == held_out:
             return problem
 

@@ -18,6 +18,7 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..tasks.suite import MC_REPLIES
     from .export import ModelShape
     from .train import TrainConfig
 
@@ -33,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corpus share of each task form, e.g. add=0.22,sub=0.22,sort=0.22,mc=0.3,"
                         "complete=0.04 (weights, normalised; a task left out gets none; default: the "
                         "shipped mix)")
+    parser.add_argument("--mc-reply", choices=MC_REPLIES, default=d.mc_reply,
+                        help="multiple-choice reply form of the corpus: the addition trace then the "
+                        "letter (sum, the shipped model's), or that plus one digit-by-digit check "
+                        "line per option (digit-checks; model card, \"What was tried\")")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
     parser.add_argument("--prompt-visible-prob", type=share, default=d.prompt_visible_prob,
@@ -96,7 +101,7 @@ def build_config(args: argparse.Namespace):
         decay_fraction=args.decay_fraction,
         examples=args.examples, prompt_visible_prob=args.prompt_visible_prob,
         warmup_steps=max(1, min(d.warmup_steps, args.steps // 10)), snapshot_every=args.snapshot_every,
-        init_from=args.init_from, mix=args.mix or dict(d.mix),
+        init_from=args.init_from, mix=args.mix or dict(d.mix), mc_reply=args.mc_reply,
     )
 
 

@@ -31,15 +31,18 @@ DEFAULT_MIX = {"add": 0.23, "sub": 0.22, "sort": 0.2, "mc": 0.27, "complete": 0.
 SENTINEL = "\x00PROMPT\x00"
 
 
-def training_problems(n: int, seed: int, mix: dict[str, float] | None = None) -> list[Problem]:
-    """`n` problems from the training side of the split, forms drawn by `mix` (deterministic)."""
+def training_problems(n: int, seed: int, mix: dict[str, float] | None = None,
+                      mc_reply: str = "sum") -> list[Problem]:
+    """`n` problems from the training side of the split, forms drawn by `mix` (deterministic);
+    multiple-choice replies in the form `mc_reply` (`tasks.suite.MC_REPLIES`)."""
     mix = mix or DEFAULT_MIX
     unknown = set(mix) - set(TASKS)
     if unknown:
         raise ValueError(f"unknown tasks in the mix: {sorted(unknown)}")
     rng = random.Random(f"corpus:{seed}")
     names, weights = zip(*sorted(mix.items()), strict=False)
-    return [sample_split(rng.choices(names, weights)[0], rng, held_out=False) for _ in range(n)]
+    return [sample_split(rng.choices(names, weights)[0], rng, held_out=False, mc_reply=mc_reply)
+            for _ in range(n)]
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class TrainConfig:
     threads: int = 1
     snapshot_every: int = 400  # steps between kept snapshots in <out_dir>/snapshots/ (0: none)
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    mc_reply: str = "sum"  # multiple-choice reply form (tasks.suite.MC_REPLIES)
     # Continue from this checkpoint (its weights, config and tokenizer) instead of a fresh init and
     # tokenizer: a second training phase with other settings (the model card's recipe).
     init_from: str | None = None
@@ -119,7 +120,7 @@ def train(cfg: TrainConfig) -> Path:
     ckpt_dir = out / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
-    problems = training_problems(cfg.examples, cfg.seed, cfg.mix)
+    problems = training_problems(cfg.examples, cfg.seed, cfg.mix, cfg.mc_reply)
     if cfg.init_from is None:
         fast_tok, config, model = fresh_start(cfg, problems, ckpt_dir)
     else:

@@ -17,6 +17,7 @@ from diffuserve.tasks.suite import (
     is_correct,
     is_held_out,
     mc_problem,
+    option_check,
     problem_key,
     sample_problem,
     sort_problem,
@@ -111,6 +112,35 @@ def test_multiple_choice_has_one_correct_option_and_three_near_misses():
         assert all(abs(v - (a + b)) in (1, 10, 100) for v in values if v != a + b)
         # The reply works the sum out (the addition trace), then names the letter.
         assert p.response == f"<think>{addition_trace(a, b)}</think>{p.answer}"
+
+
+def test_digit_checks_reply_compares_every_option_digit_by_digit():
+    rng = random.Random(1)
+    for _ in range(300):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        state = rng.getstate()
+        p = mc_problem(a, b, rng, reply="digit-checks")
+        rng.setstate(state)
+        assert mc_problem(a, b, rng).prompt == p.prompt  # the same question whatever the reply form
+        values = [int(line[3:]) for line in p.prompt.split("\n")[1:]]
+        # The addition trace, one check line per option, then the letter that follows the only `Y`.
+        trace, *checks = p.response.removeprefix("<think>").removesuffix(f"</think>{p.answer}").split("\n")
+        assert trace == addition_trace(a, b) and len(checks) == 4
+        for letter, value, check in zip(MC_LETTERS, values, checks, strict=True):
+            pairs = re.findall(r"(\d)(\d)([=!])", check[:12])
+            assert "".join(o for o, _, _ in pairs) == f"{value:04d}"
+            assert "".join(w for _, w, _ in pairs) == f"{a + b:04d}"
+            assert all((m == "=") == (o == w) for o, w, m in pairs)
+            assert check[12:] == ("Y" if value == a + b else "N") + letter
+        assert [c[-2:] for c in checks if c[-2] == "Y"] == ["Y" + p.answer]
+    with pytest.raises(ValueError, match="unknown multiple-choice reply"):
+        mc_problem(1, 2, rng, reply="letter")
+
+
+def test_option_check_pairs_digits_and_marks_each_pair():
+    assert option_check(985, "A", 995) == "00=99=98!55=NA"
+    assert option_check(985, "D", 985) == "00=99=88=55=YD"
+    assert option_check(1000, "B", 999) == "01!90!90!90!NB"  # a carry changes several digits
 
 
 def test_corpus_is_deterministic_for_a_seed():

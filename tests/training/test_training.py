@@ -229,6 +229,25 @@ def test_mix_flag_sets_the_corpus_shares():
     assert build_config(parser.parse_args([])).mix == TrainConfig().mix
 
 
+def test_mc_reply_flag_sets_the_corpus_reply_form(tmp_path):
+    import argparse
+
+    from diffuserve.training.cli import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = build_config(parser.parse_args(["--mc-reply", "digit-checks", "--mix", "mc=1"]))
+    assert cfg.mc_reply == "digit-checks"
+    checked = training_problems(50, seed=0, mix=cfg.mix, mc_reply=cfg.mc_reply)
+    plain = training_problems(50, seed=0, mix=cfg.mix)
+    assert [p.prompt for p in checked] == [p.prompt for p in plain]  # same questions, other replies
+    for p, q in zip(checked, plain, strict=True):
+        assert p.response.count("\n") == 4 and "\n" not in q.response
+    assert build_config(parser.parse_args([])).mc_reply == "sum"
+    out = _cli("train-builtin", "--steps", "1", "--mc-reply", "letter", "--out-dir", str(tmp_path / "run"))
+    assert out.returncode == 2 and "argument --mc-reply" in out.stderr and "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize("mix", ["add=1,foo=2", "add=1,add=2", "add", "add=-1", "add=nan", "add=inf",
                                  "add=0,sub=0"])
 def test_bad_mix_is_a_usage_error(tmp_path, mix):
