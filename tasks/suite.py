@@ -14,7 +14,8 @@ evaluation and any outside check all use fresh numbers in exactly these forms:
 - ``mc``   (chat): ``Question: What is A + B?`` then lines ``A. v1`` .. ``D. v4``
   (one correct value, three near misses). The reply works the sum out inside
   ``<think>``...``</think>`` (the addition trace) and then gives the letter alone: the
-  answer is the letter.
+  answer is the letter. (A corpus can also train the ``digit-checks`` reply form, which
+  adds a line per option to the trace: ``MC_REPLIES``. The question is the same.)
 - ``complete`` (plain completion, no chat template): prompt ``A + B =``; the
   continuation is a space and the result, then the end of text.
 
