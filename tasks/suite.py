@@ -155,6 +155,7 @@ def near_misses(total: int, rng: random.Random) -> list[int]:
 # that taught a candidate the letter (96%), though not yet with the arithmetic within the
 # training budget (model card, "What was tried"). Grading reads the letter either way.
 MC_REPLIES = ("sum", "digit-checks")
+SHIPPED_MC_REPLY = "sum"  # the default wherever a reply form can be chosen
 MC_WIDTH = 4  # every sum and option is at most 1998 + 100: four digits, zero-padded
 
 
@@ -172,7 +173,7 @@ def option_check(total: int, letter: str, value: int) -> str:
     return f"{pairs}{'Y' if value == total else 'N'}{letter}"
 
 
-def mc_problem(a: int, b: int, rng: random.Random, reply: str = "sum") -> Problem:
+def mc_problem(a: int, b: int, rng: random.Random, reply: str = SHIPPED_MC_REPLY) -> Problem:
     total = a + b
     options = near_misses(total, rng) + [total]
     rng.shuffle(options)
@@ -196,7 +197,7 @@ def complete_problem(a: int, b: int) -> Problem:
 # --- sampling -----------------------------------------------------------------------------
 
 
-def sample_problem(task: str, rng: random.Random, mc_reply: str = "sum") -> tuple[Problem, str]:
+def sample_problem(task: str, rng: random.Random, mc_reply: str = SHIPPED_MC_REPLY) -> tuple[Problem, str]:
     """One fresh problem of `task` and its split key (`mc_reply`: one of `MC_REPLIES`)."""
     if task in ("add", "mc", "complete"):
         a, b = rng.randint(0, 999), rng.randint(0, 999)
@@ -216,7 +217,8 @@ def sample_problem(task: str, rng: random.Random, mc_reply: str = "sum") -> tupl
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
-def sample_split(task: str, rng: random.Random, held_out: bool, mc_reply: str = "sum") -> Problem:
+def sample_split(task: str, rng: random.Random, held_out: bool,
+                 mc_reply: str = SHIPPED_MC_REPLY) -> Problem:
     """Rejection-sample a problem from one side of the split."""
     while True:
         problem, key = sample_problem(task, rng, mc_reply)

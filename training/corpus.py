@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tasks.suite import TASKS, Problem, sample_split
+from ..tasks.suite import SHIPPED_MC_REPLY, TASKS, Problem, sample_split
 from .tokenizer import EOS_ID, EOT_ID, chat_prompt_ids
 
 # Share of each form in the corpus. Multiple choice gets the largest share: its reply is the
@@ -32,7 +32,7 @@ SENTINEL = "\x00PROMPT\x00"
 
 
 def training_problems(n: int, seed: int, mix: dict[str, float] | None = None,
-                      mc_reply: str = "sum") -> list[Problem]:
+                      mc_reply: str = SHIPPED_MC_REPLY) -> list[Problem]:
     """`n` problems from the training side of the split, forms drawn by `mix` (deterministic);
     multiple-choice replies in the form `mc_reply` (`tasks.suite.MC_REPLIES`)."""
     mix = mix or DEFAULT_MIX

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..engine.model_config import ModelConfig
 from ..engine.models.bidir_llama import BidirectionalLM
 from ..engine.models.loader import load_model, read_config
+from ..tasks.suite import SHIPPED_MC_REPLY
 from .corpus import DEFAULT_MIX, ChatFrame, build_stream, sample_windows, training_problems
 from .export import TOKENIZER_FILES, ModelShape, count_parameters, hf_config, init_weights, save_checkpoint
 from .objective import diffusion_loss, random_split_layout
@@ -61,7 +62,7 @@ class TrainConfig:
     threads: int = 1
     snapshot_every: int = 400  # steps between kept snapshots in <out_dir>/snapshots/ (0: none)
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
-    mc_reply: str = "sum"  # multiple-choice reply form (tasks.suite.MC_REPLIES)
+    mc_reply: str = SHIPPED_MC_REPLY  # multiple-choice reply form (tasks.suite.MC_REPLIES)
     # Continue from this checkpoint (its weights, config and tokenizer) instead of a fresh init and
     # tokenizer: a second training phase with other settings (the model card's recipe).
     init_from: str | None = None
