@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", default="8,32,128", help="likelihood: Monte-Carlo samples, comma-separated")
     p.add_argument("--seed", type=int, default=0, help="likelihood sampling seed")
     p.add_argument("--concurrency", default="1,16", help="requests in flight, comma-separated")
-    p.add_argument("--gen-max-tokens", type=int, default=64,
+    p.add_argument("--gen-max-tokens", type=int, default=96,
                    help="generate: max_tokens of the reply (room for the built-in model's worked trace)")
     p.add_argument("--output", default=None, help="also write the rows as JSON here")
 

@@ -12,10 +12,11 @@ evaluation and any outside check all use fresh numbers in exactly these forms:
 - ``sort`` (chat): ``Sort: x1 x2 ... xn`` (2 <= n <= 8, 0 <= xi <= 99, repeats
   allowed). The reply is the numbers in ascending order separated by single spaces.
 - ``mc``   (chat): ``Question: What is A + B?`` then lines ``A. v1`` .. ``D. v4``
-  (one correct value, three near misses). The reply works the sum out inside
-  ``<think>``...``</think>`` (the addition trace) and then gives the letter alone: the
-  answer is the letter. (A corpus can also train the ``digit-checks`` reply form, which
-  adds a line per option to the trace: ``MC_REPLIES``. The question is the same.)
+  (one correct value, three near misses). The reply works inside ``<think>``...``</think>``:
+  the addition trace, then one line per option comparing it with the sum digit by digit
+  (``option_check``); then it gives the letter alone: the answer is the letter. (A corpus
+  can also train the older ``sum`` reply form, the trace alone: ``MC_REPLIES``. The
+  question is the same.)
 - ``complete`` (plain completion, no chat template): prompt ``A + B =``; the
   continuation is a space and the result, then the end of text.
 
@@ -150,12 +151,13 @@ def near_misses(total: int, rng: random.Random) -> list[int]:
     return pool[:3]
 
 
-# Multiple-choice reply forms the corpus can train. "sum" is the shipped model's. "digit-checks"
-# adds one line per option comparing it with the sum digit by digit (`option_check`): the form
-# that taught a candidate the letter (96%), though not yet with the arithmetic within the
-# training budget (model card, "What was tried"). Grading reads the letter either way.
+# Multiple-choice reply forms the corpus can train. "digit-checks" is the shipped model's: the
+# addition trace, then one line per option comparing it with the sum digit by digit
+# (`option_check`). "sum" (the trace alone, then the letter) is v4's: it worked the sum out but
+# named option C for every question, 40% (model card, "What was tried"). Grading reads the
+# letter either way.
 MC_REPLIES = ("sum", "digit-checks")
-SHIPPED_MC_REPLY = "sum"  # the default wherever a reply form can be chosen
+SHIPPED_MC_REPLY = "digit-checks"  # the default wherever a reply form can be chosen
 MC_WIDTH = 4  # every sum and option is at most 1998 + 100: four digits, zero-padded
 
 
@@ -182,6 +184,8 @@ def mc_problem(a: int, b: int, rng: random.Random, reply: str = SHIPPED_MC_REPLY
     lines = [f"Question: What is {a} + {b}?"] + choices
     # The reply works the sum out first, then names the option that shows it: picking the letter
     # without the trace asks for a three-digit addition in one step, which v3 never learned (16%).
+    # Each check is local for the same reason: the letter right after the sum stayed at 40% in
+    # v4 (always C), and a whole four-digit option against the sum (`A0995N`) was always N.
     work = addition_trace(a, b)
     if reply == "digit-checks":
         work += "".join("\n" + option_check(total, L, v) for L, v in zip(MC_LETTERS, options, strict=True))

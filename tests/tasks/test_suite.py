@@ -105,12 +105,12 @@ def test_multiple_choice_has_one_correct_option_and_three_near_misses():
     rng = random.Random(0)
     for _ in range(300):
         a, b = rng.randint(0, 999), rng.randint(0, 999)
-        p = mc_problem(a, b, rng)
+        p = mc_problem(a, b, rng, reply="sum")
         values = [int(line[3:]) for line in p.prompt.split("\n")[1:]]
         assert len(set(values)) == 4 and values.count(a + b) == 1
         assert MC_LETTERS[values.index(a + b)] == p.answer
         assert all(abs(v - (a + b)) in (1, 10, 100) for v in values if v != a + b)
-        # The reply works the sum out (the addition trace), then names the letter.
+        # The "sum" reply works the sum out (the addition trace), then names the letter.
         assert p.response == f"<think>{addition_trace(a, b)}</think>{p.answer}"
 
 
@@ -119,9 +119,9 @@ def test_digit_checks_reply_compares_every_option_digit_by_digit():
     for _ in range(300):
         a, b = rng.randint(0, 999), rng.randint(0, 999)
         state = rng.getstate()
-        p = mc_problem(a, b, rng, reply="digit-checks")
+        p = mc_problem(a, b, rng)  # the shipped reply form
         rng.setstate(state)
-        assert mc_problem(a, b, rng).prompt == p.prompt  # the same question whatever the reply form
+        assert mc_problem(a, b, rng, reply="sum").prompt == p.prompt  # the same question either way
         values = [int(line[3:]) for line in p.prompt.split("\n")[1:]]
         # The addition trace, one check line per option, then the letter that follows the only `Y`.
         trace, *checks = p.response.removeprefix("<think>").removesuffix(f"</think>{p.answer}").split("\n")

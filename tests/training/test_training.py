@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from diffuserve.tasks.suite import TASKS, sample_problem
+from diffuserve.tasks.suite import SHIPPED_MC_REPLY, TASKS, sample_problem
 from diffuserve.training.corpus import (
     ChatFrame,
     answer_ids,
@@ -236,14 +236,14 @@ def test_mc_reply_flag_sets_the_corpus_reply_form(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    cfg = build_config(parser.parse_args(["--mc-reply", "digit-checks", "--mix", "mc=1"]))
-    assert cfg.mc_reply == "digit-checks"
-    checked = training_problems(50, seed=0, mix=cfg.mix, mc_reply=cfg.mc_reply)
-    plain = training_problems(50, seed=0, mix=cfg.mix)
+    cfg = build_config(parser.parse_args(["--mc-reply", "sum", "--mix", "mc=1"]))
+    assert cfg.mc_reply == "sum"
+    plain = training_problems(50, seed=0, mix=cfg.mix, mc_reply=cfg.mc_reply)
+    checked = training_problems(50, seed=0, mix=cfg.mix)
     assert [p.prompt for p in checked] == [p.prompt for p in plain]  # same questions, other replies
     for p, q in zip(checked, plain, strict=True):
         assert p.response.count("\n") == 4 and "\n" not in q.response
-    assert build_config(parser.parse_args([])).mc_reply == "sum"
+    assert build_config(parser.parse_args([])).mc_reply == "digit-checks" == SHIPPED_MC_REPLY
     out = _cli("train-builtin", "--steps", "1", "--mc-reply", "letter", "--out-dir", str(tmp_path / "run"))
     assert out.returncode == 2 and "argument --mc-reply" in out.stderr and "Traceback" not in out.stderr
 
