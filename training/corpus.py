@@ -24,12 +24,12 @@ import torch
 from ..tasks.suite import SHIPPED_MC_REPLY, TASKS, Problem, sample_split
 from .tokenizer import EOS_ID, EOT_ID, chat_prompt_ids
 
-# Share of each form in the corpus (of the examples, not the tokens). A multiple-choice reply
-# with its digit checks is about 139 tokens against 49 for addition, so its 18% of the examples
-# is about 40% of the tokens: at 27% (59% of the tokens) the arithmetic was never learned, at 15%
-# subtraction was not (model card, "What was tried"). Subtraction gets the largest share: it was
-# the last arithmetic to arrive. Completion (the sum with no trace, not among the issue's
-# targets) gets a small one.
+# Share of each form in the corpus (of the examples, not the tokens). A multiple-choice example
+# with its digit checks is 152 corpus tokens (prompt, reply, EOS padding) against 56 for an
+# addition, so its 18% of the examples is 37% of the tokens. In 7,200-step trials, at 27% (50%
+# of the tokens) the arithmetic was never learned and at 15% (32%) subtraction was not (model
+# card, "What was tried"), so subtraction gets the largest share. Completion (the sum with no
+# trace, not among the targets) gets a small one.
 DEFAULT_MIX = {"add": 0.25, "sub": 0.3, "sort": 0.2, "mc": 0.18, "complete": 0.07}
 SENTINEL = "\x00PROMPT\x00"
 

@@ -86,7 +86,7 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
 
 def test_sigterm_past_the_timeout_ends_streams_with_an_error_event(tmp_path):
     # Abort at once. EOS as the only stop id, as in one_seq_server: `ignore_eos` then keeps the
-    # request running until the signal, whatever the model says (the v4 model ends this prompt
+    # request running until the signal, whatever the model says (the built-in model ends this prompt
     # with <|eot_id|> within a few blocks).
     s = start_server(tmp_path, "--shutdown-timeout", "0", "--stop-token-ids", "1", name="abort")
     with httpx.stream("POST", s.base_url + "/v1/chat/completions", json=long_body(s), timeout=120) as r:
