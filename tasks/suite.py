@@ -175,6 +175,12 @@ def option_check(total: int, letter: str, value: int) -> str:
     return f"{pairs}{'Y' if value == total else 'N'}{letter}"
 
 
+def option_checks(total: int, options: list[int]) -> str:
+    """The check lines of a "digit-checks" reply, one per option in prompt order, each after a
+    newline (they follow the addition trace)."""
+    return "".join("\n" + option_check(total, L, v) for L, v in zip(MC_LETTERS, options, strict=True))
+
+
 def mc_problem(a: int, b: int, rng: random.Random, reply: str = SHIPPED_MC_REPLY) -> Problem:
     total = a + b
     options = near_misses(total, rng) + [total]
@@ -188,7 +194,7 @@ def mc_problem(a: int, b: int, rng: random.Random, reply: str = SHIPPED_MC_REPLY
     # v4 (always C), and a whole four-digit option against the sum (`A0995N`) was always N.
     work = addition_trace(a, b)
     if reply == "digit-checks":
-        work += "".join("\n" + option_check(total, L, v) for L, v in zip(MC_LETTERS, options, strict=True))
+        work += option_checks(total, options)
     elif reply != "sum":
         raise ValueError(f"unknown multiple-choice reply {reply!r}; known: {', '.join(MC_REPLIES)}")
     return Problem("mc", "\n".join(lines), letter, _think(work, letter))

@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "complete=0.04 (weights, normalised; a task left out gets none; default: the "
                         "shipped mix)")
     parser.add_argument("--mc-reply", choices=MC_REPLIES, default=d.mc_reply,
-                        help="multiple-choice reply form of the corpus: the addition trace then the "
-                        "letter (sum, the shipped model's), or that plus one digit-by-digit check "
-                        "line per option (digit-checks; model card, \"What was tried\")")
+                        help="multiple-choice reply form of the corpus: the addition trace, one "
+                        "digit-by-digit check line per option, then the letter (digit-checks), or the "
+                        "trace then the letter (sum, v4's; model card, \"What was tried\"); "
+                        "default: %(default)s, the shipped model's")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
     parser.add_argument("--prompt-visible-prob", type=share, default=d.prompt_visible_prob,

@@ -15,7 +15,7 @@ from diffuserve.engine.assets import BUILTIN_DIR
 from diffuserve.engine.llm_engine import LLMEngine
 from diffuserve.engine.oracle import generate_variable
 from diffuserve.tasks.evaluate import Reply, evaluate_offline, make_params, prompt_ids, suite_problems
-from diffuserve.tasks.suite import MC_LETTERS, THINK_END, addition_trace, held_out_problems, option_check
+from diffuserve.tasks.suite import THINK_END, addition_trace, held_out_problems, option_checks
 from diffuserve.training.tokenizer import EOS_ID, EOT_ID
 
 # Reply shapes the model has learned (the model card has its accuracy per task): three
@@ -104,8 +104,8 @@ def test_multiple_choice_replies_check_every_option_against_the_sum(engine):
     for r in report.replies:
         a, b = (int(v) for v in re.match(r"Question: What is (\d+) \+ (\d+)\?", r.problem.prompt).groups())
         values = [int(line[3:]) for line in r.problem.prompt.split("\n")[1:]]
-        checks = "".join("\n" + option_check(a + b, L, v) for L, v in zip(MC_LETTERS, values, strict=True))
-        right_work += r.text.startswith(f"<think>{addition_trace(a, b)}{checks}{THINK_END}")
+        work = addition_trace(a, b) + option_checks(a + b, values)
+        right_work += r.text.startswith(f"<think>{work}{THINK_END}")
         follows_y += re.findall(r"Y([ABCD])(?=\n|</think>)", r.text) == [r.text.split(THINK_END)[-1].strip()]
     assert right_work >= 15 and follows_y >= 17, report.summary()
 
